@@ -1,0 +1,131 @@
+"""The ASGI application: wires settings, storage, security and the API routes together."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from expediente.api_common import error_response, outcome_response
+from expediente.config import Settings, load_settings
+from expediente.db.engine import make_engine
+from expediente.fhir import api as fhir_api
+from expediente.fhir.errors import FhirError
+from expediente.fhir.store import ResourceStore
+from expediente.ops import metrics
+from expediente.ops.middleware import Authenticate, BodyLimit, Observe
+from expediente.security import api as auth_api
+from expediente.security.access import AccessGate
+from expediente.security.audit import AuditWriter
+from expediente.security.tokens import TokenService
+
+log = logging.getLogger("expediente")
+
+
+@dataclass
+class Services:
+    """Everything a request needs, built once per process."""
+
+    settings: Settings
+    engine: sa.Engine
+    audit: AuditWriter
+    gate: AccessGate
+    store: ResourceStore
+    tokens: TokenService
+
+    @classmethod
+    def build(cls, settings: Settings) -> Services:
+        engine = make_engine(settings)
+        audit = AuditWriter(engine)
+        gate = AccessGate(audit)
+        return cls(
+            settings=settings,
+            engine=engine,
+            audit=audit,
+            gate=gate,
+            store=ResourceStore(engine, gate),
+            tokens=TokenService(settings.signing_key(), settings.token_ttl_seconds),
+        )
+
+    def close(self) -> None:
+        self.audit.close()
+        self.engine.dispose()
+
+
+async def health(request: Request) -> Response:
+    engine = request.app.state.services.engine
+
+    def ping() -> None:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    try:
+        await run_in_threadpool(ping)
+    except sa.exc.SQLAlchemyError:
+        return JSONResponse({"status": "unavailable", "database": "error"}, status_code=503)
+    return JSONResponse({"status": "ok", "database": "ok"})
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    payload, ctype = metrics.render()
+    return Response(payload, media_type=ctype)
+
+
+async def _fhir_error(request: Request, exc: FhirError) -> Response:
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    messages = {404: "Ruta no encontrada", 405: "Método no permitido en esta ruta"}
+    code = {404: "not-found", 405: "not-supported"}.get(exc.status_code, "processing")
+    return outcome_response(exc.status_code, messages.get(exc.status_code, str(exc.detail)), code, exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    # Logged with its trace for operators; the client gets no internals.
+    log.error("unhandled error", exc_info=exc, extra={"route": request.url.path[:80]})
+    return outcome_response(500, "Error interno del servidor; el incidente quedó registrado", "exception")
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> Starlette:
+    settings = settings or load_settings()
+    services = services or Services.build(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        yield
+        services.close()
+
+    app = Starlette(
+        routes=[
+            Route("/health", health, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+            *auth_api.routes,
+            *fhir_api.routes,
+        ],
+        exception_handlers={FhirError: _fhir_error, HTTPException: _http_error, Exception: _unexpected},
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.services = services
+    app.add_middleware(Authenticate, tokens=services.tokens)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(Observe)
+    return app
+
+
+def app_factory() -> Starlette:
+    """Entry point for `uvicorn --factory` worker processes (settings from the environment)."""
+    from expediente.ops.logs import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)

@@ -1,0 +1,304 @@
+"""The `expediente` command: initialize, serve, manage accounts, generate demo data."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from expediente.config import ENV_PREFIX, Settings, load_settings
+
+app = typer.Typer(help="Expediente: expediente clínico electrónico (FHIR R4) e imágenes médicas.", no_args_is_help=True)
+user_app = typer.Typer(help="Cuentas de personas (médicos, enfermería, pacientes...).", no_args_is_help=True)
+client_app = typer.Typer(help="Clientes OAuth2 de sistemas (client credentials).", no_args_is_help=True)
+db_app = typer.Typer(help="Esquema de la base de datos (migraciones).", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+app.add_typer(client_app, name="client")
+app.add_typer(db_app, name="db")
+console = Console(stderr=True)
+
+DEMO_USER = "medico.demo"
+DEMO_CLIENT = "sistema.demo"
+
+
+def _settings(**overrides) -> Settings:
+    return load_settings(**overrides)
+
+
+def _engine(settings: Settings):
+    from expediente.db.engine import make_engine
+
+    return make_engine(settings)
+
+
+def _initialize(settings: Settings) -> None:
+    """Create the data folders, the signing key and the schema (idempotent)."""
+    from expediente.db.migrate import upgrade
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.blob_dir.mkdir(parents=True, exist_ok=True)
+    settings.signing_key()
+    engine = _engine(settings)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+@app.command()
+def init() -> None:
+    """Initialize the data directory and the database schema."""
+    settings = _settings()
+    _initialize(settings)
+    console.print(f"[green]Listo:[/green] base de datos {settings.sqlalchemy_url.split('@')[-1]}, datos en {settings.data_dir}")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending schema migrations."""
+    _initialize(_settings())
+    console.print("[green]Esquema actualizado[/green]")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Show the schema revision of the database and of this version of Expediente."""
+    from expediente.db.migrate import current_revision, head_revision
+
+    engine = _engine(_settings())
+    typer.echo(f"base de datos: {current_revision(engine)}  código: {head_revision()}")
+    engine.dispose()
+
+
+def _add_account(username: str, password: str | None, role: str, kind: str, **extra) -> str:
+    from expediente.security.accounts import AccountError, add_account
+
+    settings = _settings()
+    _initialize(settings)
+    secret = password or secrets.token_urlsafe(18)
+    engine = _engine(settings)
+    try:
+        add_account(engine, username, secret, role, kind=kind, **extra)
+    except AccountError as exc:
+        console.print(f"[red]Error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    finally:
+        engine.dispose()
+    return secret
+
+
+@user_app.command("add")
+def user_add(
+    username: str,
+    role: Annotated[str, typer.Option(help="physician, nurse, radiologist, imaging_technician, patient, researcher, auditor, administrator")] = "physician",
+    password: Annotated[str | None, typer.Option(help="Si se omite, se pide (o se genera con --generate-password).")] = None,
+    generate_password: bool = False,
+    name: Annotated[str | None, typer.Option(help="Nombre para mostrar")] = None,
+    organization: Annotated[str | None, typer.Option(help="CLUES de la institución")] = None,
+    practitioner: Annotated[str | None, typer.Option(help="Practitioner/<id> del profesional")] = None,
+    patient: Annotated[str | None, typer.Option(help="Patient/<id> (cuenta de un paciente)")] = None,
+) -> None:
+    """Create a person's account (argon2id password hash)."""
+    if password is None and not generate_password:
+        password = typer.prompt("Contraseña", hide_input=True, confirmation_prompt=True)
+    secret = _add_account(
+        username, password, role, "person", display_name=name, organization=organization, practitioner_ref=practitioner, patient_ref=patient
+    )
+    console.print(f"[green]Cuenta creada:[/green] {username} ({role})")
+    if generate_password:
+        typer.echo(f"contraseña: {secret}")
+
+
+@client_app.command("add")
+def client_add(
+    client_id: str,
+    role: str = "system",
+    organization: Annotated[str | None, typer.Option(help="CLUES de la institución")] = None,
+) -> None:
+    """Create an OAuth2 client for a system; prints its secret once."""
+    secret = _add_account(client_id, None, role, "system", organization=organization)
+    console.print(f"[green]Cliente creado:[/green] {client_id}")
+    typer.echo(f"client_secret: {secret}")
+
+
+def _counted(resources: Iterable[dict], progress: Progress, task) -> Iterator[dict]:
+    for res in resources:
+        if res.get("resourceType") == "Patient":
+            progress.advance(task)
+        yield res
+
+
+@app.command()
+def generate(
+    patients: Annotated[int, typer.Option(min=1, help="Número de pacientes sintéticos")] = 100,
+    seed: Annotated[int, typer.Option(help="Semilla (misma semilla, mismos datos)")] = 1,
+    ndjson: Annotated[Path | None, typer.Option(help="Escribir NDJSON en esta carpeta en vez de cargar al almacén")] = None,
+    batch: Annotated[int, typer.Option(min=1, help="Recursos por transacción al cargar")] = 1000,
+) -> None:
+    """Generate a synthetic Mexican population at IMSS ratios; load it or write NDJSON."""
+    stats = _generate(patients, seed, ndjson, batch)
+    typer.echo(orjson.dumps(stats).decode())
+
+
+def _generate(patients: int, seed: int, ndjson: Path | None, batch: int) -> dict:
+    from expediente.synth.generator import generate as synth, write_ndjson
+
+    start = time.perf_counter()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("pacientes", total=patients)
+        stream = _counted(synth(patients, seed), progress, task)
+        if ndjson is not None:
+            counts = write_ndjson(stream, ndjson)
+            total = sum(counts.values())
+        else:
+            total = _load(stream, batch)
+    elapsed = time.perf_counter() - start
+    return {"patients": patients, "resources": total, "seconds": round(elapsed, 2), "resources_per_s": round(total / elapsed, 1)}
+
+
+def _load(stream: Iterable[dict], batch: int) -> int:
+    from expediente.app import Services
+    from expediente.fhir.store import Caller
+    from expediente.security.principal import Principal
+
+    settings = _settings()
+    _initialize(settings)
+    services = Services.build(settings)
+    caller = Caller(Principal(subject="expediente-cli", kind="system", role="system"), "cli")
+    try:
+        return sum(services.store.bulk_load(caller, stream, batch_size=batch))
+    finally:
+        services.close()
+
+
+def _export_env(settings_overrides: dict) -> None:
+    """Worker processes read settings from the environment: pass command-line overrides on."""
+    for key, value in settings_overrides.items():
+        if value is not None:
+            os.environ[ENV_PREFIX + key.upper()] = str(value)
+
+
+def _serve(settings: Settings) -> None:
+    import uvicorn
+
+    from expediente.ops.logs import configure_logging
+
+    configure_logging(settings.log_level)
+    if settings.workers > 1:
+        # Metrics from every worker, aggregated at /metrics.
+        metrics_dir = settings.data_dir / "prometheus"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
+    uvicorn.run(
+        "expediente.app:app_factory",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=20,
+        server_header=False,
+    )
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Dirección de escucha")] = None,
+    port: Annotated[int | None, typer.Option(help="Puerto HTTP")] = None,
+    workers: Annotated[int | None, typer.Option(help="Procesos de trabajo")] = None,
+) -> None:
+    """Serve the FHIR API (and health, metrics, OAuth2 token endpoint)."""
+    overrides = {"host": host, "port": port, "workers": workers}
+    _export_env(overrides)
+    settings = _settings()
+    _initialize(settings)
+    _serve(settings)
+
+
+def _demo_credentials(settings: Settings) -> dict:
+    """Demo accounts, created once with random secrets kept (mode 600) in the data directory."""
+    from expediente.security.accounts import add_account
+
+    path = settings.data_dir / "demo-credentials.json"
+    if path.exists():
+        return orjson.loads(path.read_bytes())
+    creds = {
+        "user": {"username": DEMO_USER, "password": secrets.token_urlsafe(12), "role": "physician"},
+        "client": {"client_id": DEMO_CLIENT, "client_secret": secrets.token_urlsafe(24), "role": "system"},
+    }
+    engine = _engine(settings)
+    try:
+        add_account(engine, DEMO_USER, creds["user"]["password"], "physician", display_name="Dra. Demo")
+        add_account(engine, DEMO_CLIENT, creds["client"]["client_secret"], "system", kind="system")
+    finally:
+        engine.dispose()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(orjson.dumps(creds, option=orjson.OPT_INDENT_2))
+    return creds
+
+
+def _first_patient_id(settings: Settings) -> str | None:
+    import sqlalchemy as sa
+
+    from expediente.db.schema import resource
+
+    engine = _engine(settings)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(
+                sa.select(resource.c.res_id).where(resource.c.res_type == "Patient").order_by(resource.c.res_id).limit(1)
+            ).scalar()
+    finally:
+        engine.dispose()
+
+
+@app.command()
+def demo(
+    patients: Annotated[int, typer.Option(min=1, help="Pacientes sintéticos a cargar la primera vez")] = 200,
+    port: Annotated[int | None, typer.Option(help="Puerto HTTP")] = None,
+    workers: Annotated[int | None, typer.Option(help="Procesos de trabajo")] = None,
+) -> None:
+    """Initialize the embedded default, load a synthetic population once, and serve it."""
+    _export_env({"port": port, "workers": workers})
+    settings = _settings()
+    _initialize(settings)
+    creds = _demo_credentials(settings)
+    if _first_patient_id(settings) is None:
+        console.print(f"Cargando población sintética de demostración ({patients} pacientes)...")
+        stats = _generate(patients, 1, None, 1000)
+        console.print(f"{stats['resources']} recursos en {stats['seconds']} s ({stats['resources_per_s']} recursos/s)")
+    base = settings.public_base
+    user = creds["user"]
+    console.print(
+        f"""
+[bold]Expediente[/bold] sirviendo FHIR R4 en {base}/fhir  (Ctrl+C para detener)
+
+Usuario de demostración: [bold]{user['username']}[/bold]  contraseña: [bold]{user['password']}[/bold]
+(credenciales guardadas en {settings.data_dir / 'demo-credentials.json'})
+
+  TOKEN=$(curl -s {base}/auth/token -d grant_type=password -d username={user['username']} -d password={user['password']} | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+  curl -H "Authorization: Bearer $TOKEN" {base}/fhir/Patient/{_first_patient_id(settings)}
+""",
+        soft_wrap=True,
+        highlight=False,
+    )
+    _serve(settings)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,99 @@
+"""Settings: defaults, then a TOML config file, then EXPEDIENTE_* environment variables.
+
+The embedded default needs nothing installed: a SQLite file and a blob folder under
+``./data``. Production points ``EXPEDIENTE_DATABASE_URL`` at PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+ENV_PREFIX = "EXPEDIENTE_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("data")
+    database_url: str = ""  # empty: sqlite file under data_dir
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    # Public base URL used in Location headers, fullUrl and paging links.
+    base_url: str = ""
+    # HMAC key that signs access tokens; empty: a key file under data_dir, made on first use.
+    secret_key: str = ""
+    token_ttl_seconds: int = 3600
+    max_body_bytes: int = 16 * 1024 * 1024
+    page_size_default: int = 50
+    page_size_max: int = 500
+    log_level: str = "info"
+    # SQLite durability: FULL fsyncs every commit (an acknowledged write survives power loss).
+    sqlite_synchronous: str = "FULL"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        url = self.database_url or f"sqlite:///{(self.data_dir / 'expediente.db').resolve()}"
+        if url.startswith("postgresql://") or url.startswith("postgres://"):
+            url = "postgresql+psycopg://" + url.split("://", 1)[1]
+        return url
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.sqlalchemy_url.startswith("sqlite")
+
+    @property
+    def public_base(self) -> str:
+        return (self.base_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    def signing_key(self) -> bytes:
+        """The token-signing key: from settings, or a 256-bit key file kept in the data dir."""
+        if self.secret_key:
+            return self.secret_key.encode()
+        path = self.data_dir / "secret.key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+        return path.read_text().strip().encode()
+
+
+def _coerce(value: str, current):
+    if isinstance(current, bool):
+        return value.strip().lower() in {"1", "true", "yes", "on"}
+    if isinstance(current, int):
+        return int(value)
+    if isinstance(current, Path):
+        return Path(value)
+    return value
+
+
+def load_settings(config_file: str | os.PathLike | None = None, **overrides) -> Settings:
+    """Build settings from defaults, an optional TOML file and the environment (in that order).
+
+    The file is ``config_file``, else ``$EXPEDIENTE_CONFIG``, else ``./expediente.toml`` if present.
+    """
+    settings = Settings()
+    known = {f.name: f for f in fields(Settings) if f.name != "extra"}
+    path = config_file or os.environ.get(ENV_PREFIX + "CONFIG") or "expediente.toml"
+    values: dict = {}
+    if Path(path).is_file():
+        with open(path, "rb") as f:
+            for key, value in tomllib.load(f).items():
+                if key in known:
+                    values[key] = _coerce(str(value), getattr(settings, key))
+    for name in known:
+        env = os.environ.get(ENV_PREFIX + name.upper())
+        if env is not None:
+            values[name] = _coerce(env, getattr(settings, name))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return replace(settings, **values)

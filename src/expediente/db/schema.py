@@ -1,0 +1,175 @@
+"""The relational schema, identical on SQLite and PostgreSQL (SQLAlchemy Core, no ORM).
+
+Every clinical row carries ``patient_key``: the id of the Patient whose compartment holds the
+resource (the Patient's own id for a Patient). It is the column a sharded deployment (Citus)
+distributes by, so one patient's data lives together.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+TYPE = sa.String(40)
+ID = sa.String(64)  # FHIR ids: [A-Za-z0-9\-\.]{1,64}
+TS = sa.DateTime()  # naive UTC everywhere; sorts the same on both engines
+
+# The current version of every resource (read hot path: one primary-key lookup).
+resource = sa.Table(
+    "resource",
+    metadata,
+    sa.Column("res_type", TYPE, primary_key=True),
+    sa.Column("res_id", ID, primary_key=True),
+    sa.Column("version_id", sa.Integer, nullable=False),
+    sa.Column("patient_key", ID, nullable=True),
+    sa.Column("last_updated", TS, nullable=False),
+    sa.Column("deleted", sa.Boolean, nullable=False, default=False),
+    # Compact JSON exactly as served (meta.versionId/lastUpdated included); empty when deleted.
+    sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Index(None, "patient_key"),
+    sa.Index(None, "res_type", "last_updated"),
+)
+
+# Every version ever written, deletions included: nothing clinical is ever erased (NOM-004).
+resource_history = sa.Table(
+    "resource_history",
+    metadata,
+    sa.Column("res_type", TYPE, primary_key=True),
+    sa.Column("res_id", ID, primary_key=True),
+    sa.Column("version_id", sa.Integer, primary_key=True),
+    sa.Column("patient_key", ID, nullable=True),
+    sa.Column("last_updated", TS, nullable=False),
+    sa.Column("deleted", sa.Boolean, nullable=False),
+    sa.Column("method", sa.String(6), nullable=False),  # POST, PUT, DELETE
+    sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Index(None, "last_updated"),
+    sa.Index(None, "res_type", "last_updated"),
+)
+
+
+def _index_table(name: str, *value_columns: sa.Column) -> sa.Table:
+    """A search-index table: one row per extracted value of one search parameter.
+
+    Rows are rewritten with the current version in the same transaction as the resource.
+    """
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("res_type", TYPE, nullable=False),
+        sa.Column("res_id", ID, nullable=False),
+        sa.Column("patient_key", ID, nullable=True),
+        sa.Column("param", sa.String(64), nullable=False),
+        *value_columns,
+        sa.Index(None, "res_type", "res_id"),
+    )
+
+
+idx_token = _index_table(
+    "idx_token",
+    sa.Column("system", sa.String(255), nullable=True),
+    sa.Column("code", sa.String(255), nullable=True),
+    sa.Column("text_norm", sa.String(255), nullable=True),  # accent-free lowercase display/text
+)
+sa.Index("ix_idx_token_lookup", idx_token.c.res_type, idx_token.c.param, idx_token.c.code, idx_token.c.system)
+
+idx_string = _index_table(
+    "idx_string",
+    sa.Column("value_norm", sa.String(255), nullable=False),  # accent-free lowercase
+    sa.Column("value_exact", sa.String(255), nullable=False),
+)
+sa.Index("ix_idx_string_lookup", idx_string.c.res_type, idx_string.c.param, idx_string.c.value_norm)
+
+idx_reference = _index_table(
+    "idx_reference",
+    sa.Column("target_type", TYPE, nullable=True),
+    sa.Column("target_id", ID, nullable=True),
+    sa.Column("url", sa.String(512), nullable=True),  # absolute or canonical references
+)
+sa.Index(
+    "ix_idx_reference_lookup",
+    idx_reference.c.target_id,
+    idx_reference.c.target_type,
+    idx_reference.c.param,
+    idx_reference.c.res_type,
+)
+
+idx_date = _index_table(
+    "idx_date",
+    sa.Column("low", TS, nullable=True),  # inclusive lower bound of the value's range
+    sa.Column("high", TS, nullable=True),  # inclusive upper bound
+)
+sa.Index("ix_idx_date_lookup", idx_date.c.res_type, idx_date.c.param, idx_date.c.low)
+
+idx_number = _index_table(
+    "idx_number",
+    sa.Column("value", sa.Float, nullable=True),
+)
+sa.Index("ix_idx_number_lookup", idx_number.c.res_type, idx_number.c.param, idx_number.c.value)
+
+idx_quantity = _index_table(
+    "idx_quantity",
+    sa.Column("value", sa.Float, nullable=True),
+    sa.Column("system", sa.String(255), nullable=True),
+    sa.Column("code", sa.String(255), nullable=True),
+)
+sa.Index("ix_idx_quantity_lookup", idx_quantity.c.res_type, idx_quantity.c.param, idx_quantity.c.value)
+
+idx_uri = _index_table(
+    "idx_uri",
+    sa.Column("uri", sa.String(512), nullable=False),
+)
+sa.Index("ix_idx_uri_lookup", idx_uri.c.res_type, idx_uri.c.param, idx_uri.c.uri)
+
+INDEX_TABLES: dict[str, sa.Table] = {
+    "token": idx_token,
+    "string": idx_string,
+    "reference": idx_reference,
+    "date": idx_date,
+    "number": idx_number,
+    "quantity": idx_quantity,
+    "uri": idx_uri,
+}
+
+# People and systems that may sign in. Passwords are argon2id hashes, never the password.
+account = sa.Table(
+    "account",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("username", sa.String(128), nullable=False, unique=True),
+    sa.Column("kind", sa.String(10), nullable=False),  # "person" or "system" (OAuth2 client)
+    sa.Column("secret_hash", sa.String(255), nullable=False),
+    sa.Column("role", sa.String(32), nullable=False),
+    sa.Column("display_name", sa.String(255), nullable=True),
+    sa.Column("organization", sa.String(64), nullable=True),  # CLUES of the institution
+    sa.Column("practitioner_ref", sa.String(128), nullable=True),  # e.g. Practitioner/123
+    sa.Column("patient_ref", sa.String(128), nullable=True),  # for a patient's own account
+    sa.Column("active", sa.Boolean, nullable=False, default=True),
+    sa.Column("created", TS, nullable=False),
+)
+
+# Every access decision, allowed or denied. The security layer turns this into a hash-chained,
+# tamper-evident trail exposed as AuditEvent.
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("recorded", TS, nullable=False),
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.Column("role", sa.String(32), nullable=True),
+    sa.Column("action", sa.String(16), nullable=False),  # read, vread, search, create, update ...
+    sa.Column("res_type", TYPE, nullable=True),
+    sa.Column("res_id", ID, nullable=True),
+    sa.Column("patient_key", ID, nullable=True),
+    sa.Column("outcome", sa.String(8), nullable=False),  # allowed | denied | failed
+    sa.Column("reason", sa.String(255), nullable=True),
+    sa.Column("source", sa.String(64), nullable=True),  # client address
+    sa.Index(None, "patient_key", "recorded"),
+    sa.Index(None, "actor", "recorded"),
+)

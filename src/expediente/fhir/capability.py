@@ -1,0 +1,73 @@
+"""The CapabilityStatement served at /fhir/metadata (built once per process)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import orjson
+
+from expediente import __version__
+from expediente.config import Settings
+from expediente.fhir.resource_types import SERVED_TYPES, SERVER_WRITTEN_ONLY
+
+_READ = ["read", "vread", "history-instance", "history-type", "search-type"]
+_WRITE = ["create", "update", "delete"]
+
+
+@lru_cache(maxsize=4)
+def _build(base: str) -> bytes:
+    resources = []
+    for res_type in SERVED_TYPES:
+        interactions = _READ + ([] if res_type in SERVER_WRITTEN_ONLY else _WRITE)
+        resources.append(
+            {
+                "type": res_type,
+                "interaction": [{"code": c} for c in interactions],
+                "versioning": "versioned-update",
+                "readHistory": True,
+                "updateCreate": True,
+                "conditionalCreate": res_type not in SERVER_WRITTEN_ONLY,
+                "conditionalUpdate": res_type not in SERVER_WRITTEN_ONLY,
+                "conditionalDelete": "not-supported",
+            }
+        )
+    statement = {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-11-23",
+        "publisher": "Expediente",
+        "kind": "instance",
+        "software": {"name": "Expediente", "version": __version__},
+        "implementation": {"description": "Expediente clínico electrónico (FHIR R4)", "url": base},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "rest": [
+            {
+                "mode": "server",
+                "documentation": "Todas las rutas salvo /metadata requieren un token Bearer (OAuth2, /auth/token).",
+                "security": {
+                    "cors": False,
+                    "service": [
+                        {
+                            "coding": [
+                                {"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "OAuth"}
+                            ]
+                        }
+                    ],
+                    "extension": [
+                        {
+                            "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                            "extension": [{"url": "token", "valueUri": base.rsplit("/fhir", 1)[0] + "/auth/token"}],
+                        }
+                    ],
+                },
+                "resource": resources,
+                "interaction": [{"code": "history-system"}],
+            }
+        ],
+    }
+    return orjson.dumps(statement)
+
+
+def capability_statement(settings: Settings) -> bytes:
+    return _build(settings.public_base + "/fhir")
