@@ -17,7 +17,6 @@ from expediente.security.tokens import InvalidToken, TokenService
 log = logging.getLogger("expediente.http")
 
 OPEN_PATHS = frozenset({"/fhir/metadata"})
-_ID_PARAMS = ("id", "vid")
 _NO_STORE = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
 
 
@@ -34,14 +33,15 @@ async def send_outcome(send, status: int, diagnostics: str, code: str, headers: 
     await send({"type": "http.response.body", "body": body})
 
 
-def _route_template(scope) -> str:
-    path: str = scope.get("path", "")
-    params = scope.get("path_params") or {}
-    for name in _ID_PARAMS:
-        value = params.get(name)
-        if value:
-            path = path.replace(f"/{value}", f"/{{{name}}}", 1)
-    return path if len(path) <= 80 else path[:80]
+def _route_template(path: str) -> str:
+    """The path with resource ids and versions replaced, so logs and metric labels carry no ids."""
+    parts = path.split("/")
+    if len(parts) > 3 and parts[1] == "fhir" and not parts[3].startswith("_"):
+        parts[3] = "{id}"
+        if len(parts) > 5 and parts[4] == "_history":
+            parts[5] = "{vid}"
+    template = "/".join(parts)
+    return template if len(template) <= 80 else template[:80]
 
 
 class Observe:
@@ -71,7 +71,7 @@ class Observe:
             await self.app(scope, receive, send_wrapper)
         finally:
             elapsed = time.perf_counter() - start
-            route = _route_template(scope)
+            route = _route_template(scope["path"])
             method = scope["method"]
             REQUESTS.labels(method, route, str(status)).inc()
             LATENCY.labels(method, route).observe(elapsed)

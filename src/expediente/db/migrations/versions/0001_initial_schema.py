@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 15:51:33.131679
+Create Date: 2026-11-23 16:02:00.583531
 """
 
 from alembic import op
@@ -80,7 +80,7 @@ def upgrade() -> None:
     sa.Column('param', sa.String(length=64), nullable=False),
     sa.Column('value', sa.Float(), nullable=True),
     sa.Column('system', sa.String(length=255), nullable=True),
-    sa.Column('code', sa.String(length=64), nullable=True)
+    sa.Column('code', sa.String(length=255), nullable=True)
     )
     with op.batch_alter_table('idx_quantity', schema=None) as batch_op:
         batch_op.create_index('ix_idx_quantity_lookup', ['res_type', 'param', 'value'], unique=False)

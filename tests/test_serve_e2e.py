@@ -1,0 +1,64 @@
+"""The run command end to end: a real `expediente demo` process over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_demo_serves_patients_to_token_holders_only(tmp_path: Path):
+    port = _free_port()
+    env = {**os.environ, "EXPEDIENTE_DATA_DIR": str(tmp_path / "data"), "EXPEDIENTE_PORT": str(port)}
+    env.pop("EXPEDIENTE_DATABASE_URL", None)
+    exe = Path(sys.executable).with_name("expediente")
+    proc = subprocess.Popen([str(exe), "demo", "--patients", "3"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode()
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the demo server did not start"
+            time.sleep(0.3)
+        creds = json.loads((tmp_path / "data" / "demo-credentials.json").read_text())["user"]
+        token = httpx.post(
+            f"{base}/auth/token", data={"grant_type": "password", "username": creds["username"], "password": creds["password"]}
+        ).json()["access_token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        bundle = httpx.get(f"{base}/fhir/Patient?_count=1", headers=auth).json()
+        pid = bundle["entry"][0]["resource"]["id"]
+        r = httpx.get(f"{base}/fhir/Patient/{pid}", headers=auth)
+        assert r.status_code == 200 and r.json()["resourceType"] == "Patient"
+        assert any(i["system"] == "urn:oid:2.16.840.1.113883.4.629" for i in r.json()["identifier"])
+        r = httpx.get(f"{base}/fhir/Patient/{pid}")
+        assert r.status_code == 401 and r.json()["resourceType"] == "OperationOutcome"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    text = out.decode()
+    # Graceful shutdown on SIGTERM (uvicorn re-raises the signal once it has finished).
+    assert proc.returncode in (0, -signal.SIGTERM), text
+    assert "Application shutdown complete" in text
+    assert "medico.demo" in text  # printed how to log in
+    # Logs are structured and carry no patient data.
+    log_lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    assert any(entry.get("route") == "/fhir/Patient/{id}" and entry.get("status") == 200 for entry in log_lines)
+    assert pid not in "\n".join(line for line in text.splitlines() if line.startswith("{"))
