@@ -438,10 +438,12 @@ class ResourceStore:
         action: str,
     ) -> tuple[WriteResult | None, FhirError | None]:
         key = patient_key({**body, "id": res_id})
-        for pkey in {key, current.patient_key if current else key}:
-            denied = self.gate.authorize_in(conn, caller.principal, Access(action, res_type, res_id, pkey), source=caller.source)
-            if denied is not None:
-                return None, denied
+        # Moving a resource between compartments touches both patients' records.
+        keys = [key] if current is None or current.patient_key == key else [key, current.patient_key]
+        accesses = [Access(action, res_type, res_id, k) for k in keys]
+        denied = self.gate.authorize_in(conn, caller.principal, *accesses, source=caller.source)
+        if denied is not None:
+            return None, denied
         if current is not None and not current.deleted and _content(orjson.loads(current.body)) == _content(body):
             return WriteResult(current, created=False, changed=False), None
         ts = utcnow()
@@ -509,16 +511,15 @@ class ResourceStore:
             payload = _finalize(res, res_type, res_id, 1, ts)
             rows.append(dict(res_type=res_type, res_id=res_id, version_id=1, patient_key=key, last_updated=ts, deleted=False, body=payload))
             index_items.append((res_type, res_id, key, extract_index(orjson.loads(payload))))
+        accesses = [Access("create", r["res_type"], r["res_id"], r["patient_key"]) for r in rows]
         with self._write() as conn:
-            for r in rows:
-                denied = self.gate.authorize_in(
-                    conn, caller.principal, Access("create", r["res_type"], r["res_id"], r["patient_key"]), source=caller.source
-                )
-                if denied is not None:
-                    raise denied
-            conn.execute(resource.insert(), rows)
-            conn.execute(resource_history.insert(), [{**r, "method": "POST"} for r in rows])
-            self._insert_index(conn, index_items)
+            denied = self.gate.authorize_in(conn, caller.principal, *accesses, source=caller.source)
+            if denied is None:
+                conn.execute(resource.insert(), rows)
+                conn.execute(resource_history.insert(), [{**r, "method": "POST"} for r in rows])
+                self._insert_index(conn, index_items)
+        if denied is not None:
+            raise denied
 
 
 def _etag_version(if_match: str) -> int:

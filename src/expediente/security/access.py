@@ -67,14 +67,15 @@ class AccessGate:
             raise _forbidden(decision)
 
     def authorize_in(
-        self, conn: sa.Connection, principal: Principal, access: Access, *, source: str | None = None
+        self, conn: sa.Connection, principal: Principal, *accesses: Access, source: str | None = None
     ) -> FhirError | None:
         """Decide and record inside the caller's write transaction, so a change and its audit
-        entry commit together. Returns the error to raise once the transaction (holding the
-        denied entry and no change) has committed, or None when allowed."""
-        decision, entry = self._decide(principal, access, source)
-        AuditWriter.record_in(conn, entry)
-        return None if decision.allowed else _forbidden(decision)
+        entries commit together. Returns the error to raise once the transaction (holding the
+        denied entry and no change) has committed, or None when every access is allowed."""
+        decided = [self._decide(principal, access, source) for access in accesses]
+        AuditWriter.record_in(conn, [entry for _, entry in decided])
+        denied = next((decision for decision, _ in decided if not decision.allowed), None)
+        return None if denied is None else _forbidden(denied)
 
     @staticmethod
     def _decide(principal: Principal, access: Access, source: str | None) -> tuple[Decision, AuditEntry]:

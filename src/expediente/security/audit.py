@@ -11,7 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -33,7 +33,18 @@ class AuditEntry:
     source: str | None = None
 
     def row(self) -> dict:
-        return {**asdict(self), "recorded": datetime.now(UTC).replace(tzinfo=None)}
+        return {
+            "recorded": datetime.now(UTC).replace(tzinfo=None),
+            "actor": self.actor,
+            "role": self.role,
+            "action": self.action,
+            "res_type": self.res_type,
+            "res_id": self.res_id,
+            "patient_key": self.patient_key,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "source": self.source,
+        }
 
 
 class AuditUnavailable(Exception):
@@ -65,9 +76,9 @@ class AuditWriter:
             raise AuditUnavailable(str(exc)) from exc
 
     @staticmethod
-    def record_in(conn: sa.Connection, entry: AuditEntry) -> None:
-        """Append an entry inside the caller's transaction (used by writes)."""
-        conn.execute(audit_log.insert(), [entry.row()])
+    def record_in(conn: sa.Connection, entries: list[AuditEntry]) -> None:
+        """Append entries inside the caller's transaction (used by writes)."""
+        conn.execute(audit_log.insert(), [e.row() for e in entries])
 
     def close(self) -> None:
         if not self._closed:
