@@ -98,9 +98,10 @@ def backend(name: str, admin_url: str | None = None) -> Iterator[dict[str, str]]
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; expected one of {BACKENDS}")
     data_dir = Path(tempfile.mkdtemp(prefix=f"expediente-bench-{name}-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EXPEDIENTE_DATABASE_URL")}
+    env = dict(os.environ)
+    for inherited in ("EXPEDIENTE_DATABASE_URL", "EXPEDIENTE_CONFIG", "EXPEDIENTE_BASE_URL"):
+        env.pop(inherited, None)  # this run's own database, no config file, Location from host:port
     env["EXPEDIENTE_DATA_DIR"] = str(data_dir)
-    env.pop("EXPEDIENTE_CONFIG", None)
     try:
         if name == "postgresql":
             with postgres_database(admin_url or pg_admin_url()) as url:
@@ -251,17 +252,23 @@ def descendants(root: int, ppids: dict[int, int] | None = None) -> list[int]:
     return out
 
 
-def tree_cpu_seconds(root: int, ppids: dict[int, int] | None = None) -> float | None:
-    """CPU of a process and all its descendants: live ones, plus the root's reaped children."""
+def tree_cpu_by_pid(root: int, ppids: dict[int, int] | None = None) -> dict[int, float] | None:
+    """CPU seconds of a process and each live descendant; key 0 holds the root's reaped children."""
     root_fields = _stat_fields(root)
     if root_fields is None:
         return None
-    ticks = int(root_fields[13]) + int(root_fields[14])  # cutime + cstime of the root (reaped children)
+    out = {0: (int(root_fields[13]) + int(root_fields[14])) / CLK_TCK}  # cutime + cstime
     for pid in descendants(root, ppids):
         f = _stat_fields(pid)
         if f is not None:
-            ticks += int(f[11]) + int(f[12])  # utime + stime
-    return ticks / CLK_TCK
+            out[pid] = (int(f[11]) + int(f[12])) / CLK_TCK  # utime + stime
+    return out
+
+
+def tree_cpu_seconds(root: int, ppids: dict[int, int] | None = None) -> float | None:
+    """CPU of a process and all its descendants: live ones, plus the root's reaped children."""
+    by_pid = tree_cpu_by_pid(root, ppids)
+    return None if by_pid is None else sum(by_pid.values())
 
 
 def postmaster_pid() -> int | None:
@@ -304,10 +311,12 @@ class CpuMeter:
     def _sample(self) -> dict:
         ppids = _all_ppids()
         busy, total = machine_cpu()
+        server_by_pid = tree_cpu_by_pid(self.server_pid, ppids) or {}
         return {
             "wall": time.perf_counter(),
             "loadgen": self_cpu_seconds(),
-            "server": tree_cpu_seconds(self.server_pid, ppids),
+            "server": sum(server_by_pid.values()) if server_by_pid else None,
+            "server_by_pid": server_by_pid,
             "postgres": tree_cpu_seconds(self.pg_pid, ppids) if self.pg_pid else None,
             "machine_busy": busy,
             "machine_total": total,
@@ -324,8 +333,17 @@ class CpuMeter:
             used = None if t0[key] is None or t1[key] is None else t1[key] - t0[key]
             out[f"{key}_cpu_s"] = None if used is None else round(used, 2)
             out[f"{key}_cores"] = None if used is None else round(used / wall, 2)
-        total = t1["machine_total"] - t0["machine_total"]
-        out["machine_busy_fraction"] = round((t1["machine_busy"] - t0["machine_busy"]) / total, 3) if total > 0 else None
+        # Per server process (master and workers), to show how evenly the workers share the load.
+        t0_pids = t0["server_by_pid"]
+        out["server_process_cores"] = sorted(
+            (round((sec - t0_pids.get(pid, 0.0)) / wall, 2) for pid, sec in t1["server_by_pid"].items() if pid != 0), reverse=True
+        )
+        busy, total = t1["machine_busy"] - t0["machine_busy"], t1["machine_total"] - t0["machine_total"]
+        out["machine_busy_fraction"] = round(busy / total, 3) if total > 0 else None
+        out["machine_busy_cores"] = round(busy / wall, 2)
+        # Whatever else ran on the machine meanwhile (kernel threads, other users' jobs).
+        ours = sum(out[f"{k}_cpu_s"] or 0 for k in ("loadgen", "server", "postgres"))
+        out["other_cores"] = round((busy - ours) / wall, 2)
         return out
 
 

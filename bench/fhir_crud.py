@@ -8,18 +8,20 @@ What it measures, per backend (side by side in one run):
 - ``update``: PUT /fhir/Patient/{id} with a new phone number; each client updates its own
   disjoint slice of the ids, so no request should conflict.
 
-Each phase runs ``--warmup`` seconds unmeasured, then ``--seconds`` measured, with keep-alive
-connections (one per client). Everything is repeated ``--repeat`` times on the same server; the
-summary holds medians across repeats and every run's own figures. ``requests_per_s`` counts
-successful (2xx) requests; any other status or a transport error counts in ``errors``; latencies
-(p50/p95/p99/max, in ms) are those of successful requests.
+Each phase opens fresh keep-alive connections (one per client) during ``--warmup`` unmeasured
+seconds, then measures ``--seconds``. The three phases are repeated ``--repeat`` times on the same
+server (the database grows from repeat to repeat); the summary holds medians across repeats and
+every run's own figures. ``requests_per_s`` counts successful (2xx) requests; any other status or
+a transport error counts in ``errors``; latencies (p50/p95/p99/max, in ms) are those of successful
+requests. A request counts if it starts and ends inside the measured window.
 
 The server is a subprocess (``expediente serve --workers N``) on a temporary data directory; on
 PostgreSQL it gets a fresh database ``expediente_bench_<hex>`` (admin URL from
 EXPEDIENTE_TEST_POSTGRES_URL, default postgresql://postgres@127.0.0.1:5432/postgres), dropped at
 the end. The load generator is one asyncio + aiohttp process; because server, database and load
-generator may share few cores, each phase also reports the CPU seconds of the load generator,
-the server processes, the local PostgreSQL cluster and the machine's busy fraction.
+generator may share few cores, each phase also reports the CPU used by the load generator, the
+server (in total and per process, which shows how its workers split the connections), the local
+PostgreSQL cluster, anything else on the machine, and the machine's busy fraction.
 
 Run (from the repository root; JSON on stdout, progress on stderr):
 
@@ -38,6 +40,7 @@ import asyncio
 import itertools
 import os
 import random
+import signal
 import statistics
 import sys
 from collections import Counter
@@ -62,6 +65,15 @@ TARGETS = {  # at 16 clients
     "create": {"min_requests_per_s": 400, "max_p99_ms": 50},
 }
 TARGET_CLIENTS = 16
+DEFINITIONS = {
+    "requests": "responses to requests that started and ended inside the measured window (errors included)",
+    "errors": "non-2xx answers and transport errors; error_kinds counts them by status or exception",
+    "requests_per_s": "successful (2xx) requests per second of the measured window",
+    "latency_ms": "nearest-rank percentiles of successful requests, as the load generator saw them",
+    "summary": "medians across repeats (errors: summed); runs: each repeat",
+    "cpu": "cores = CPU seconds / wall seconds over the measured window; server_process_cores: per server "
+    "process (master, workers, resource tracker); other: everything else on the machine",
+}
 
 # ------------------------------------------------------------------ a realistic Mexican Patient
 
@@ -138,7 +150,7 @@ def patient(rng: random.Random) -> dict:
 
 @dataclass
 class Window:
-    """The measured window: a request counts if it starts after ``start`` and ends before ``stop()``."""
+    """The measured window: a request counts if it starts after ``start`` and ends before ``stopped``."""
 
     start: float | None = None
     stopped: bool = False
@@ -280,9 +292,7 @@ def summarize(runs: list[dict]) -> dict:
         "errors": sum(r["errors"] for r in runs),
         "requests_per_s": _median([r["requests_per_s"] for r in runs]),
         "latency_ms": {k: _median([r["latency_ms"][k] for r in runs]) for k in ("p50", "p95", "p99", "max", "mean")},
-        "cpu_cores": {
-            k: _median([r["cpu"][f"{k}_cores"] for r in runs]) for k in ("loadgen", "server", "postgres")
-        }
+        "cpu_cores": {k: _median([r["cpu"][f"{k}_cores"] for r in runs]) for k in ("loadgen", "server", "postgres", "other", "machine_busy")}
         | {"machine_busy_fraction": _median([r["cpu"]["machine_busy_fraction"] for r in runs])},
         "runs": runs,
     }
@@ -331,27 +341,33 @@ def _session(base_url: str, token: str, clients: int) -> aiohttp.ClientSession:
 async def bench_backend(base_url: str, token: str, args, meter: _server.CpuMeter, name: str) -> dict:
     rng = random.Random()
     runs: dict[str, list[dict]] = {p: [] for p in PHASES}
-    async with _session(base_url, token, args.clients) as session:
-        for rep in range(1, args.repeat + 1):
-            made = Patients()
-            for phase in PHASES:
-                if phase == "create":
-                    op = create_op(made, rng)
-                elif len(made.ids) < args.clients:
-                    raise RuntimeError(f"only {len(made.ids)} patients created; need at least {args.clients} for {phase}")
-                elif phase == "read":
-                    op = read_op(made.ids, rng)
-                else:
-                    op = update_op(made, args.clients, rng)
+    for rep in range(1, args.repeat + 1):
+        made = Patients()
+        for phase in PHASES:
+            if phase == "create":
+                op = create_op(made, rng)
+            elif len(made.ids) < args.clients:
+                raise RuntimeError(f"only {len(made.ids)} patients created; need at least {args.clients} for {phase}")
+            elif phase == "read":
+                op = read_op(made.ids, rng)
+            else:
+                op = update_op(made, args.clients, rng)
+            # Fresh connections each phase (opened during the warmup): how the server's workers
+            # split them is drawn anew, so repeats sample it instead of inheriting one split.
+            async with _session(base_url, token, args.clients) as session:
                 fig = await run_phase(session, op, args.clients, args.warmup, args.seconds, meter)
-                runs[phase].append(fig)
-                lat = fig["latency_ms"]
-                log(
-                    f"{name} repeat {rep}/{args.repeat} {phase:6s}: {fig['requests_per_s']:8.1f}/s  p50 {lat['p50']} ms  "
-                    f"p99 {lat['p99']} ms  errors {fig['errors']}  cores: loadgen {fig['cpu']['loadgen_cores']} "
-                    f"server {fig['cpu']['server_cores']} postgres {fig['cpu']['postgres_cores']}"
-                )
+            runs[phase].append(fig)
+            log(_progress_line(name, rep, args.repeat, phase, fig))
     return {p: summarize(r) for p, r in runs.items()}
+
+
+def _progress_line(name: str, rep: int, repeat: int, phase: str, fig: dict) -> str:
+    lat, cpu = fig["latency_ms"], fig["cpu"]
+    return (
+        f"{name} {rep}/{repeat} {phase:6s}: {fig['requests_per_s']:7.1f}/s  p50 {lat['p50']} ms  p99 {lat['p99']} ms  "
+        f"errors {fig['errors']}  cores: loadgen {cpu['loadgen_cores']} server {cpu['server_cores']} "
+        f"(by process {cpu['server_process_cores']}) postgres {cpu['postgres_cores']} other {cpu['other_cores']}"
+    )
 
 
 def run_backend(name: str, args, runner: asyncio.Runner) -> dict:
@@ -420,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     with asyncio.Runner(loop_factory=_loop_factory(args.loop)) as runner:
         for name in args.backend:
             results[name] = run_backend(name, args, runner)
+    doc["definitions"] = DEFINITIONS
     doc["results"] = results
     doc["targets"] = targets(results, args.clients)
     print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
@@ -431,8 +448,6 @@ def _sigterm(_signum, _frame):
 
 
 if __name__ == "__main__":
-    import signal
-
     signal.signal(signal.SIGTERM, _sigterm)
     try:
         sys.exit(main())

@@ -308,3 +308,19 @@ def test_health_and_metrics(client, auth):
     client.get("/fhir/metadata")
     text = client.get("/metrics").text
     assert "expediente_http_requests_total" in text and 'route="/fhir/metadata"' in text
+
+
+def test_search_index_follows_updates_and_deletes(client, auth):
+    created = client.post("/fhir/Patient", json=patient(), headers=auth).json()
+    pid = created["id"]
+
+    def found(curp: str) -> list[str]:
+        bundle = client.get(f"/fhir/Patient?identifier={CURP_SYSTEM}|{curp}", headers=auth).json()
+        return [e["resource"]["id"] for e in bundle["entry"]]
+
+    client.put(f"/fhir/Patient/{pid}", json={**patient(curp="MAHL850101MJCRRS09"), "id": pid}, headers=auth)
+    assert found("PEGJ900504HDFXRN07") == [] and found("MAHL850101MJCRRS09") == [pid]
+    client.delete(f"/fhir/Patient/{pid}", headers=auth)
+    assert found("MAHL850101MJCRRS09") == []
+    client.put(f"/fhir/Patient/{pid}", json={**patient(), "id": pid}, headers=auth)
+    assert found("PEGJ900504HDFXRN07") == [pid]

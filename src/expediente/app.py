@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from expediente.api_common import error_response, outcome_response
 from expediente.config import Settings, load_settings
-from expediente.db.engine import make_engine
+from expediente.db.engine import make_engine, make_read_engine
 from expediente.fhir import api as fhir_api
 from expediente.fhir.errors import FhirError
 from expediente.fhir.store import ResourceStore
@@ -36,6 +36,7 @@ class Services:
 
     settings: Settings
     engine: sa.Engine
+    reader: sa.Engine
     audit: AuditWriter
     gate: AccessGate
     store: ResourceStore
@@ -44,24 +45,27 @@ class Services:
     @classmethod
     def build(cls, settings: Settings) -> Services:
         engine = make_engine(settings)
+        reader = make_read_engine(settings, engine)
         audit = AuditWriter(engine)
         gate = AccessGate(audit)
         return cls(
             settings=settings,
             engine=engine,
+            reader=reader,
             audit=audit,
             gate=gate,
-            store=ResourceStore(engine, gate),
+            store=ResourceStore(engine, gate, reader),
             tokens=TokenService(settings.signing_key(), settings.token_ttl_seconds),
         )
 
     def close(self) -> None:
         self.audit.close()
         self.engine.dispose()
+        self.reader.dispose()
 
 
 async def health(request: Request) -> Response:
-    engine = request.app.state.services.engine
+    engine = request.app.state.services.reader
 
     def ping() -> None:
         with engine.connect() as conn:

@@ -200,6 +200,21 @@ def _serve(settings: Settings) -> None:
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
+    if os.environ.get("EXPEDIENTE_HTTP_SERVER") == "granian":
+        from granian import Granian
+
+        Granian(
+            "expediente.app:app_factory",
+            factory=True,
+            address=settings.host,
+            port=settings.port,
+            interface="asgi",
+            workers=settings.workers,
+            loop="uvloop",
+            log_enabled=True,
+            log_dictconfig={"version": 1, "disable_existing_loggers": False},
+        ).serve()
+        return
     uvicorn.run(
         "expediente.app:app_factory",
         factory=True,

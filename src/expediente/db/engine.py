@@ -2,14 +2,63 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import threading
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+
 import sqlalchemy as sa
 from sqlalchemy import event
 
 from expediente.config import Settings
 
 # Execution option that makes a SQLite transaction take the write lock up front (BEGIN
-# IMMEDIATE), so concurrent writers queue on busy_timeout instead of failing on lock upgrade.
+# IMMEDIATE), so it can never fail half-way on a lock upgrade.
 WRITE = {"expediente_write": True}
+
+
+class WriterQueue:
+    """Queues SQLite writers of all threads and processes on one file lock.
+
+    SQLite allows one writer; its busy handler makes the others poll and sleep (up to 100 ms a
+    try), which wrecks latency under concurrent writes. A blocking flock wakes the next writer
+    the moment the lock is released. The thread lock is needed because flock is per open file.
+    """
+
+    def __init__(self, path: Path):
+        self._path = path
+        self._thread_lock = threading.Lock()
+        self._fd: int | None = None
+        self._pid: int | None = None
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        with self._thread_lock:
+            if self._pid != os.getpid():  # a forked worker needs its own open file
+                self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+                self._pid = os.getpid()
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
+_QUEUES: weakref.WeakKeyDictionary[sa.Engine, WriterQueue] = weakref.WeakKeyDictionary()
+
+
+@contextlib.contextmanager
+def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """One write transaction: queued behind other writers on SQLite, committed on exit."""
+    queue = _QUEUES.get(engine)
+    with queue.hold() if queue else contextlib.nullcontext():
+        with engine.connect() as conn:
+            conn.execution_options(**WRITE)
+            with conn.begin():
+                yield conn
 
 
 def make_engine(settings: Settings) -> sa.Engine:
@@ -23,8 +72,21 @@ def make_engine(settings: Settings) -> sa.Engine:
             connect_args={"check_same_thread": False, "timeout": 30},
         )
         _configure_sqlite(engine, settings.sqlite_synchronous)
+        _QUEUES[engine] = WriterQueue(settings.data_dir / "expediente.db.writer-lock")
         return engine
-    return sa.create_engine(url, pool_size=16, max_overflow=8, pool_pre_ping=True)
+    # No pre-ping: it costs a round trip per checkout; a dropped connection is invalidated on error.
+    return sa.create_engine(url, pool_size=16, max_overflow=8, pool_recycle=1800)
+
+
+def make_read_engine(settings: Settings, engine: sa.Engine) -> sa.Engine:
+    """The engine for single-statement reads.
+
+    PostgreSQL: its own pool of autocommit connections, so a read is one round trip (no BEGIN,
+    no ROLLBACK on return). SQLite: the same engine, whose reads already run without BEGIN.
+    """
+    if engine.dialect.name != "postgresql":
+        return engine
+    return sa.create_engine(settings.sqlalchemy_url, pool_size=16, max_overflow=8, pool_recycle=1800, isolation_level="AUTOCOMMIT")
 
 
 def _configure_sqlite(engine: sa.Engine, synchronous: str) -> None:
@@ -42,8 +104,10 @@ def _configure_sqlite(engine: sa.Engine, synchronous: str) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        immediate = conn.get_execution_options().get("expediente_write")
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        # Writes lock up front. A read is one statement in its own implicit transaction (WAL:
+        # a consistent snapshot, never blocked by writers), so it needs no BEGIN/ROLLBACK.
+        if conn.get_execution_options().get("expediente_write"):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def is_sqlite(engine: sa.Engine) -> bool:

@@ -10,6 +10,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from expediente.db.engine import write_transaction
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -21,7 +23,7 @@ def _config(connection: sa.Connection | None = None) -> Config:
 
 
 def upgrade(engine: sa.Engine, revision: str = "head") -> None:
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         command.upgrade(_config(conn), revision)
 
 
@@ -36,5 +38,5 @@ def head_revision() -> str | None:
 
 def revision(engine: sa.Engine, message: str) -> None:
     """Autogenerate a new migration from the difference between schema.py and the database."""
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         command.revision(_config(conn), message=message, autogenerate=True)

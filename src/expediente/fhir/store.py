@@ -12,7 +12,6 @@ import os
 import re
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -21,7 +20,7 @@ from urllib.parse import parse_qsl
 import orjson
 import sqlalchemy as sa
 
-from expediente.db.engine import WRITE
+from expediente.db.engine import write_transaction
 from expediente.db.schema import INDEX_TABLES, resource, resource_history
 from expediente.fhir import errors
 from expediente.fhir.errors import FhirError
@@ -174,8 +173,9 @@ def _parse_conditional(res_type: str, query: str) -> list[tuple[str, str]]:
 
 
 class ResourceStore:
-    def __init__(self, engine: sa.Engine, gate: AccessGate):
+    def __init__(self, engine: sa.Engine, gate: AccessGate, reader: sa.Engine | None = None):
         self.engine = engine
+        self.reader = reader or engine  # single-statement reads (autocommit pool on PostgreSQL)
         self.gate = gate
         self._pg = engine.dialect.name == "postgresql"
 
@@ -184,7 +184,7 @@ class ResourceStore:
     def read(self, caller: Caller, res_type: str, res_id: str) -> Stored:
         check_type(res_type)
         check_id(res_id)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             row = conn.execute(
                 sa.select(*_COLS).where(resource.c.res_type == res_type, resource.c.res_id == res_id)
             ).first()
@@ -203,7 +203,7 @@ class ResourceStore:
         check_id(res_id)
         if not version.isdigit() or len(version) > 9:
             raise errors.bad_request(f"Versión inválida: '{version[:40]}' (debe ser un número entero)")
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             row = conn.execute(
                 sa.select(*_HCOLS).where(
                     resource_history.c.res_type == res_type,
@@ -241,7 +241,7 @@ class ResourceStore:
         if res_id is not None:
             check_id(res_id)
             query = query.where(h.res_id == res_id)
-            with self.engine.connect() as conn:
+            with self.reader.connect() as conn:
                 key_patient = conn.execute(
                     sa.select(resource.c.patient_key).where(resource.c.res_type == res_type, resource.c.res_id == res_id)
                 ).scalar()
@@ -252,7 +252,7 @@ class ResourceStore:
             ts, rtype, rid, ver = _decode_cursor(cursor)
             query = query.where(sa.tuple_(h.last_updated, h.res_type, h.res_id, h.version_id) < sa.tuple_(ts, rtype, rid, ver))
         query = query.order_by(h.last_updated.desc(), h.res_type.desc(), h.res_id.desc(), h.version_id.desc()).limit(count + 1)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             rows = [Stored(*r) for r in conn.execute(query)]
         if res_id is not None and not rows and cursor is None:
             raise errors.not_found(res_type, res_id)
@@ -275,7 +275,7 @@ class ResourceStore:
             raise errors.bad_request(exc.message) from None
         if after is not None:
             query = query.where(resource.c.res_id > after)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             ids = list(conn.execute(query.order_by(resource.c.res_id).limit(count + 1)).scalars())
             more = len(ids) > count
             ids = ids[:count]
@@ -399,12 +399,8 @@ class ResourceStore:
 
     # --------------------------------------------------------------- internals
 
-    @contextmanager
-    def _write(self) -> Iterator[sa.Connection]:
-        with self.engine.connect() as conn:
-            conn.execution_options(**WRITE)
-            with conn.begin():
-                yield conn
+    def _write(self):
+        return write_transaction(self.engine)
 
     def _lock_condition(self, conn: sa.Connection, res_type: str, query: str) -> None:
         """Serialize conditional writes with the same condition (SQLite already serializes writers)."""
@@ -481,7 +477,10 @@ class ResourceStore:
             )
             if done.rowcount != 1:
                 raise errors.concurrent_write(stored.res_type, stored.res_id)
-            for table in INDEX_TABLES.values():
+            # Only the tables the previous version has rows in: one round trip each saved.
+            old_kinds = extract_index(orjson.loads(current.body)).keys() if not current.deleted else ()
+            for kind in old_kinds:
+                table = INDEX_TABLES[kind]
                 conn.execute(table.delete().where(table.c.res_type == stored.res_type, table.c.res_id == stored.res_id))
         conn.execute(resource_history.insert(), [{**row, "method": stored.method}])
         if index_rows:

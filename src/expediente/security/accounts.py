@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from expediente.db.engine import WRITE
+from expediente.db.engine import write_transaction
 from expediente.db.schema import account
 from expediente.security.passwords import hash_secret, verify_secret
 from expediente.security.principal import ROLES, Principal
@@ -51,12 +51,10 @@ def add_account(
         active=True,
         created=datetime.now(UTC).replace(tzinfo=None),
     )
-    with engine.connect() as conn:
-        conn.execution_options(**WRITE)
-        with conn.begin():
-            if conn.execute(sa.select(account.c.id).where(account.c.username == username)).first():
-                raise AccountError(f"Ya existe una cuenta '{username}'")
-            conn.execute(account.insert().values(**row))
+    with write_transaction(engine) as conn:
+        if conn.execute(sa.select(account.c.id).where(account.c.username == username)).first():
+            raise AccountError(f"Ya existe una cuenta '{username}'")
+        conn.execute(account.insert().values(**row))
 
 
 def authenticate(engine: sa.Engine, username: str, secret: str, *, kind: str | None = None) -> Principal | None:

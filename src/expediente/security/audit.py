@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from expediente.db.engine import WRITE
+from expediente.db.engine import write_transaction
 from expediente.db.schema import audit_log
 
 
@@ -108,10 +108,8 @@ class AuditWriter:
 
     def _commit(self, batch: list) -> None:
         try:
-            with self._engine.connect() as conn:
-                conn.execution_options(**WRITE)
-                with conn.begin():
-                    conn.execute(audit_log.insert(), [row for row, _ in batch])
+            with write_transaction(self._engine) as conn:
+                conn.execute(audit_log.insert(), [row for row, _ in batch])
         except Exception as exc:  # noqa: BLE001 - every waiter must learn of the failure
             for _, done in batch:
                 done.set_exception(exc)
