@@ -54,9 +54,9 @@ def test_demo_serves_patients_to_token_holders_only(tmp_path: Path):
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
     text = out.decode()
-    # Graceful shutdown on SIGTERM (uvicorn re-raises the signal once it has finished).
-    assert proc.returncode in (0, -signal.SIGTERM), text
-    assert "Application shutdown complete" in text
+    # Graceful shutdown on SIGTERM: the application's own shutdown ran in the worker.
+    assert proc.returncode == 0, text
+    assert "shutdown complete: writes committed, audit flushed" in text
     assert "medico.demo" in text  # printed how to log in
     # Logs are structured and carry no patient data.
     log_lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]

@@ -59,6 +59,7 @@ class Services:
         )
 
     def close(self) -> None:
+        self.store.close()
         self.audit.close()
         self.engine.dispose()
         self.reader.dispose()
@@ -107,6 +108,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     async def lifespan(app: Starlette):
         yield
         services.close()
+        log.info("shutdown complete: writes committed, audit flushed, connections closed")
 
     app = Starlette(
         routes=[
@@ -127,7 +129,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
 
 def app_factory() -> Starlette:
-    """Entry point for `uvicorn --factory` worker processes (settings from the environment)."""
+    """Entry point for the HTTP server's worker processes (settings from the environment)."""
     from expediente.ops.logs import configure_logging
 
     settings = load_settings()

@@ -189,9 +189,7 @@ def _export_env(settings_overrides: dict) -> None:
 
 
 def _serve(settings: Settings) -> None:
-    import uvicorn
-
-    from expediente.ops.logs import configure_logging
+    from expediente.ops.logs import configure_logging, server_log_config
 
     configure_logging(settings.log_level)
     if settings.workers > 1:
@@ -200,34 +198,20 @@ def _serve(settings: Settings) -> None:
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
-    if os.environ.get("EXPEDIENTE_HTTP_SERVER") == "granian":
-        from granian import Granian
+    from granian import Granian
 
-        Granian(
-            "expediente.app:app_factory",
-            factory=True,
-            address=settings.host,
-            port=settings.port,
-            interface="asgi",
-            workers=settings.workers,
-            loop="uvloop",
-            log_enabled=True,
-            log_dictconfig={"version": 1, "disable_existing_loggers": False},
-        ).serve()
-        return
-    uvicorn.run(
+    Granian(
         "expediente.app:app_factory",
         factory=True,
-        host=settings.host,
+        address=settings.host,
         port=settings.port,
+        interface="asgi",
         workers=settings.workers,
         loop="uvloop",
-        http="httptools",
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=20,
-        server_header=False,
-    )
+        log_enabled=True,
+        log_dictconfig=server_log_config(settings.log_level),
+        workers_kill_timeout=20,
+    ).serve()
 
 
 @app.command()

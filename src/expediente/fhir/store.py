@@ -21,6 +21,7 @@ import orjson
 import sqlalchemy as sa
 
 from expediente.db.engine import write_transaction
+from expediente.db.group_commit import GroupCommitter
 from expediente.db.schema import INDEX_TABLES, resource, resource_history
 from expediente.fhir import errors
 from expediente.fhir.errors import FhirError
@@ -161,6 +162,25 @@ def _finalize(resource_json: dict, res_type: str, res_id: str, version: int, ts:
     return orjson.dumps(body)
 
 
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """What a write needs that does not depend on the stored state, computed before the
+    transaction so the time spent holding the write lock is only SQL."""
+
+    body: dict
+    content: dict
+    patient_key: str | None
+    index_rows: dict
+
+
+def _prepare(body: dict, res_id: str) -> _Prepared:
+    with_id = {**body, "id": res_id}
+    return _Prepared(body, _content(body), patient_key(with_id), extract_index(with_id))
+
+
+# (result, denial): a denied write still commits its audit entry, then raises the denial.
+_Outcome = tuple[WriteResult | None, FhirError | None]
+
 # Parameters that shape a search answer without selecting anything: no condition on their own.
 RESULT_PARAMS = frozenset({"_count", "_format", "_pretty", "_after", "_summary", "_elements", "_total", "_sort"})
 
@@ -175,9 +195,13 @@ def _parse_conditional(res_type: str, query: str) -> list[tuple[str, str]]:
 class ResourceStore:
     def __init__(self, engine: sa.Engine, gate: AccessGate, reader: sa.Engine | None = None):
         self.engine = engine
+        self._committer = GroupCommitter(engine, name="fhir-writes")
         self.reader = reader or engine  # single-statement reads (autocommit pool on PostgreSQL)
         self.gate = gate
         self._pg = engine.dialect.name == "postgresql"
+
+    def close(self) -> None:
+        self._committer.close()
 
     # ----------------------------------------------------------------- reads
 
@@ -299,25 +323,21 @@ class ResourceStore:
         _check_writable(res_type)
         _validated(body, res_type)
         res_id = new_id()
+        prepared = _prepare(body, res_id)
         conditions = _parse_conditional(res_type, if_none_exist) if if_none_exist is not None else None
-        with self._write() as conn:
+
+        def job(conn: sa.Connection) -> _Outcome:
             if conditions is not None:
                 self._lock_condition(conn, res_type, if_none_exist)
-                found = self.find(res_type, conditions, conn)
-                if len(found) > 1:
-                    raise FhirError.of(412, f"La condición If-None-Exist coincide con varios recursos {res_type}", "multiple-matches")
+                found = self._single_match(conn, res_type, conditions, "La condición If-None-Exist")
                 if found:
-                    existing = self._current(conn, res_type, found[0])
-                    denied = self.gate.authorize_in(
-                        conn, caller.principal, Access("read", res_type, found[0], existing.patient_key), source=caller.source
-                    )
-                    if denied is None:
-                        return WriteResult(existing, created=False, changed=False)
-            if conditions is None or not found:
-                result, denied = self._put_version(conn, caller, res_type, res_id, body, None, "POST", "create")
-                if denied is None:
-                    return result
-        raise denied
+                    existing = self._current(conn, res_type, found)
+                    access = Access("read", res_type, found, existing.patient_key)
+                    denied = self.gate.authorize_in(conn, caller.principal, access, source=caller.source)
+                    return WriteResult(existing, created=False, changed=False), denied
+            return self._put_version(conn, caller, res_type, res_id, prepared, None, "POST", "create")
+
+        return self._commit(job)
 
     def update(
         self, caller: Caller, res_type: str, res_id: str, body: dict, *, if_match: str | None = None
@@ -330,11 +350,8 @@ class ResourceStore:
                 f"El id del cuerpo ('{body.get('id')}') no coincide con el de la URL ('{res_id}')", expression=f"{res_type}.id"
             )
         expected = _etag_version(if_match) if if_match is not None else None
-        with self._write() as conn:
-            result, denied = self._update_in(conn, caller, res_type, res_id, body, expected)
-            if denied is None:
-                return result
-        raise denied
+        prepared = _prepare(body, res_id)
+        return self._commit(lambda conn: self._update_in(conn, caller, res_type, res_id, prepared, expected))
 
     def conditional_update(
         self, caller: Caller, res_type: str, query: str, body: dict, *, if_match: str | None = None
@@ -344,12 +361,11 @@ class ResourceStore:
         _validated(body, res_type)
         conditions = _parse_conditional(res_type, query)
         expected = _etag_version(if_match) if if_match is not None else None
-        with self._write() as conn:
+
+        def job(conn: sa.Connection) -> _Outcome:
             self._lock_condition(conn, res_type, query)
-            found = self.find(res_type, conditions, conn)
-            if len(found) > 1:
-                raise FhirError.of(412, f"La condición coincide con varios recursos {res_type}; precise la búsqueda", "multiple-matches")
-            target = found[0] if found else body.get("id")
+            found = self._single_match(conn, res_type, conditions, "La condición")
+            target = found or body.get("id")
             if found and body.get("id") not in (None, target):
                 raise errors.bad_request(
                     f"El id del cuerpo ('{body.get('id')}') no coincide con el recurso encontrado ('{target}')",
@@ -357,29 +373,28 @@ class ResourceStore:
                 )
             if target:
                 check_id(target)
-                result, denied = self._update_in(conn, caller, res_type, target, {**body, "id": target}, expected)
-            else:
-                result, denied = self._put_version(conn, caller, res_type, new_id(), body, None, "PUT", "create")
-            if denied is None:
-                return result
-        raise denied
+                return self._update_in(conn, caller, res_type, target, _prepare(body, target), expected)
+            res_id = new_id()
+            return self._put_version(conn, caller, res_type, res_id, _prepare(body, res_id), None, "PUT", "create")
+
+        return self._commit(job)
 
     def delete(self, caller: Caller, res_type: str, res_id: str) -> Stored | None:
         """Logical delete: a new, empty version; history stays readable. None if nothing to delete."""
         _check_writable(res_type)
         check_id(res_id)
-        with self._write() as conn:
+
+        def job(conn: sa.Connection) -> tuple[Stored | None, FhirError | None]:
             current = self._current(conn, res_type, res_id, for_update=True)
             access = Access("delete", res_type, res_id, current.patient_key if current else None)
             denied = self.gate.authorize_in(conn, caller.principal, access, source=caller.source)
-            if denied is None:
-                if current is None or current.deleted:
-                    return None
-                ts = utcnow()
-                stored = Stored(res_type, res_id, current.version_id + 1, ts, True, b"", current.patient_key, "DELETE")
-                self._write_rows(conn, stored, current, index_rows=None)
-                return stored
-        raise denied
+            if denied is not None or current is None or current.deleted:
+                return None, denied
+            stored = Stored(res_type, res_id, current.version_id + 1, utcnow(), True, b"", current.patient_key, "DELETE")
+            self._write_rows(conn, stored, current, index_rows=None)
+            return stored, None
+
+        return self._commit(job)
 
     def bulk_load(self, caller: Caller, resources: Iterable[dict], *, batch_size: int = 500) -> Iterator[int]:
         """Store resources that carry their own ids (e.g. a synthetic population), batch by batch.
@@ -399,8 +414,19 @@ class ResourceStore:
 
     # --------------------------------------------------------------- internals
 
-    def _write(self):
-        return write_transaction(self.engine)
+    def _commit(self, job):
+        """Run a write job in a committed (group) transaction; raise its denial after the commit,
+        which then holds the denied audit entry and no change."""
+        result, denied = self._committer.run(job)
+        if denied is not None:
+            raise denied
+        return result
+
+    def _single_match(self, conn: sa.Connection, res_type: str, conditions: list, what: str) -> str | None:
+        found = self.find(res_type, conditions, conn)
+        if len(found) > 1:
+            raise FhirError.of(412, f"{what} coincide con varios recursos {res_type}; precise la búsqueda", "multiple-matches")
+        return found[0] if found else None
 
     def _lock_condition(self, conn: sa.Connection, res_type: str, query: str) -> None:
         """Serialize conditional writes with the same condition (SQLite already serializes writers)."""
@@ -415,12 +441,12 @@ class ResourceStore:
         return Stored(*row) if row else None
 
     def _update_in(
-        self, conn: sa.Connection, caller: Caller, res_type: str, res_id: str, body: dict, expected: int | None
-    ) -> tuple[WriteResult | None, FhirError | None]:
+        self, conn: sa.Connection, caller: Caller, res_type: str, res_id: str, prepared: _Prepared, expected: int | None
+    ) -> _Outcome:
         current = self._current(conn, res_type, res_id, for_update=True)
         if expected is not None and (current is None or current.version_id != expected):
             raise errors.version_conflict(res_type, res_id, str(expected), current.version_id if current else 0)
-        return self._put_version(conn, caller, res_type, res_id, body, current, "PUT", "update")
+        return self._put_version(conn, caller, res_type, res_id, prepared, current, "PUT", "update")
 
     def _put_version(
         self,
@@ -428,26 +454,25 @@ class ResourceStore:
         caller: Caller,
         res_type: str,
         res_id: str,
-        body: dict,
+        prepared: _Prepared,
         current: Stored | None,
         method: str,
         action: str,
-    ) -> tuple[WriteResult | None, FhirError | None]:
-        key = patient_key({**body, "id": res_id})
+    ) -> _Outcome:
+        key = prepared.patient_key
         # Moving a resource between compartments touches both patients' records.
         keys = [key] if current is None or current.patient_key == key else [key, current.patient_key]
         accesses = [Access(action, res_type, res_id, k) for k in keys]
         denied = self.gate.authorize_in(conn, caller.principal, *accesses, source=caller.source)
         if denied is not None:
             return None, denied
-        if current is not None and not current.deleted and _content(orjson.loads(current.body)) == _content(body):
+        if current is not None and not current.deleted and _content(orjson.loads(current.body)) == prepared.content:
             return WriteResult(current, created=False, changed=False), None
         ts = utcnow()
         version = current.version_id + 1 if current else 1
-        payload = _finalize(body, res_type, res_id, version, ts)
+        payload = _finalize(prepared.body, res_type, res_id, version, ts)
         stored = Stored(res_type, res_id, version, ts, False, payload, key, method)
-        final = orjson.loads(payload)
-        self._write_rows(conn, stored, current, index_rows=extract_index(final))
+        self._write_rows(conn, stored, current, index_rows=prepared.index_rows)
         return WriteResult(stored, created=current is None or current.deleted), None
 
     def _write_rows(self, conn: sa.Connection, stored: Stored, current: Stored | None, index_rows: dict | None) -> None:
@@ -511,7 +536,7 @@ class ResourceStore:
             rows.append(dict(res_type=res_type, res_id=res_id, version_id=1, patient_key=key, last_updated=ts, deleted=False, body=payload))
             index_items.append((res_type, res_id, key, extract_index(orjson.loads(payload))))
         accesses = [Access("create", r["res_type"], r["res_id"], r["patient_key"]) for r in rows]
-        with self._write() as conn:
+        with write_transaction(self.engine) as conn:
             denied = self.gate.authorize_in(conn, caller.principal, *accesses, source=caller.source)
             if denied is None:
                 conn.execute(resource.insert(), rows)
