@@ -109,6 +109,15 @@ _HCOLS = (
     resource_history.c.method,
 )
 
+# Hot-path statements built once (bound parameters), not per request.
+_CURRENT = sa.select(*_COLS).where(resource.c.res_type == sa.bindparam("t"), resource.c.res_id == sa.bindparam("i"))
+_CURRENT_FOR_UPDATE = _CURRENT.with_for_update()
+_VERSION = sa.select(*_HCOLS).where(
+    resource_history.c.res_type == sa.bindparam("t"),
+    resource_history.c.res_id == sa.bindparam("i"),
+    resource_history.c.version_id == sa.bindparam("v"),
+)
+
 
 def check_type(res_type: str) -> None:
     if res_type not in SERVED:
@@ -209,9 +218,7 @@ class ResourceStore:
         check_type(res_type)
         check_id(res_id)
         with self.reader.connect() as conn:
-            row = conn.execute(
-                sa.select(*_COLS).where(resource.c.res_type == res_type, resource.c.res_id == res_id)
-            ).first()
+            row = conn.execute(_CURRENT, {"t": res_type, "i": res_id}).first()
         stored = Stored(*row) if row else None
         self.gate.authorize(
             caller.principal, Access("read", res_type, res_id, stored.patient_key if stored else None), source=caller.source
@@ -228,13 +235,7 @@ class ResourceStore:
         if not version.isdigit() or len(version) > 9:
             raise errors.bad_request(f"Versión inválida: '{version[:40]}' (debe ser un número entero)")
         with self.reader.connect() as conn:
-            row = conn.execute(
-                sa.select(*_HCOLS).where(
-                    resource_history.c.res_type == res_type,
-                    resource_history.c.res_id == res_id,
-                    resource_history.c.version_id == int(version),
-                )
-            ).first()
+            row = conn.execute(_VERSION, {"t": res_type, "i": res_id, "v": int(version)}).first()
         stored = Stored(*row) if row else None
         self.gate.authorize(
             caller.principal, Access("vread", res_type, res_id, stored.patient_key if stored else None), source=caller.source
@@ -434,10 +435,8 @@ class ResourceStore:
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(f"{res_type}?{query}"))))
 
     def _current(self, conn: sa.Connection, res_type: str, res_id: str, for_update: bool = False) -> Stored | None:
-        query = sa.select(*_COLS).where(resource.c.res_type == res_type, resource.c.res_id == res_id)
-        if for_update and self._pg:
-            query = query.with_for_update()
-        row = conn.execute(query).first()
+        query = _CURRENT_FOR_UPDATE if for_update and self._pg else _CURRENT
+        row = conn.execute(query, {"t": res_type, "i": res_id}).first()
         return Stored(*row) if row else None
 
     def _update_in(
