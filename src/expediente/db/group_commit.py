@@ -6,10 +6,15 @@ pay for one BEGIN, one COMMIT and one fsync instead of N. A request returns only
 commit that holds its job. If any job fails, the batch is rolled back and each job is run
 again in a transaction of its own, so one bad request never takes others down with it and
 nothing is half-written.
+
+Inside a batch, inserts go through ``insert_rows``: they are kept and sent at the end as one
+executemany per table (one round trip for the rows of many requests), or earlier, the moment
+a job reads inside the transaction (``flush_inserts``), so every read sees every write before it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Callable
@@ -23,6 +28,38 @@ from expediente.db.engine import write_transaction
 T = TypeVar("T")
 Job = Callable[[sa.Connection], Any]
 _STOP = object()
+_PENDING = "expediente.pending_inserts"
+
+
+def insert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> None:
+    """Insert now, or at the end of the group transaction when running inside one."""
+    if not rows:
+        return
+    pending = conn.info.get(_PENDING)
+    if pending is None:
+        conn.execute(table.insert(), rows)
+    else:
+        pending.setdefault(table, []).extend(rows)
+
+
+def flush_inserts(conn: sa.Connection) -> None:
+    """Send the kept inserts; call before reading inside a group transaction."""
+    pending = conn.info.get(_PENDING)
+    if pending:
+        for table, rows in pending.items():
+            conn.execute(table.insert(), rows)
+        pending.clear()
+
+
+@contextlib.contextmanager
+def _grouped(engine: sa.Engine):
+    with write_transaction(engine) as conn:
+        conn.info[_PENDING] = {}
+        try:
+            yield conn
+            flush_inserts(conn)
+        finally:
+            conn.info.pop(_PENDING, None)
 
 
 class _Retry(Exception):
@@ -76,12 +113,16 @@ class GroupCommitter:
         if len(batch) > 1:
             results: list = []
             try:
-                with write_transaction(self._engine) as conn:
+                with _grouped(self._engine) as conn:
                     for job, _ in batch:
                         try:
                             results.append(job(conn))
                         except Exception as exc:
                             raise _Retry from exc
+                    try:
+                        flush_inserts(conn)
+                    except Exception as exc:
+                        raise _Retry from exc
             except _Retry:
                 pass  # run each job alone below
             except Exception as exc:  # noqa: BLE001 - the commit itself failed: every waiter must know
@@ -94,7 +135,7 @@ class GroupCommitter:
                 return
         for job, done in batch:
             try:
-                with write_transaction(self._engine) as conn:
+                with _grouped(self._engine) as conn:
                     result = job(conn)
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting request
                 done.set_exception(exc)

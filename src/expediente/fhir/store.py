@@ -21,7 +21,7 @@ import orjson
 import sqlalchemy as sa
 
 from expediente.db.engine import write_transaction
-from expediente.db.group_commit import GroupCommitter
+from expediente.db.group_commit import GroupCommitter, flush_inserts, insert_rows
 from expediente.db.schema import INDEX_TABLES, resource, resource_history
 from expediente.fhir import errors
 from expediente.fhir.errors import FhirError
@@ -316,6 +316,7 @@ class ResourceStore:
             query = match_query(res_type, params)
         except SearchError as exc:
             raise errors.bad_request(exc.message, code="invalid") from None
+        flush_inserts(conn)
         return list(conn.execute(query.limit(limit)).scalars())
 
     # ---------------------------------------------------------------- writes
@@ -435,6 +436,7 @@ class ResourceStore:
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(f"{res_type}?{query}"))))
 
     def _current(self, conn: sa.Connection, res_type: str, res_id: str, for_update: bool = False) -> Stored | None:
+        flush_inserts(conn)  # earlier jobs of the same group transaction must be visible
         query = _CURRENT_FOR_UPDATE if for_update and self._pg else _CURRENT
         row = conn.execute(query, {"t": res_type, "i": res_id}).first()
         return Stored(*row) if row else None
@@ -506,7 +508,7 @@ class ResourceStore:
             for kind in old_kinds:
                 table = INDEX_TABLES[kind]
                 conn.execute(table.delete().where(table.c.res_type == stored.res_type, table.c.res_id == stored.res_id))
-        conn.execute(resource_history.insert(), [{**row, "method": stored.method}])
+        insert_rows(conn, resource_history, [{**row, "method": stored.method}])
         if index_rows:
             self._insert_index(conn, [(stored.res_type, stored.res_id, stored.patient_key, index_rows)])
 
@@ -519,8 +521,7 @@ class ResourceStore:
                 for r in rows:
                     bucket.append({"res_type": res_type, "res_id": res_id, "patient_key": pkey, **r})
         for kind, rows in per_table.items():
-            if rows:
-                conn.execute(INDEX_TABLES[kind].insert(), rows)
+            insert_rows(conn, INDEX_TABLES[kind], rows)
 
     def _load_batch(self, caller: Caller, batch: list[dict]) -> None:
         ts = utcnow()

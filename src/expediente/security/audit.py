@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from expediente.db.engine import write_transaction
+from expediente.db.group_commit import insert_rows
 from expediente.db.schema import audit_log
 
 
@@ -78,7 +79,7 @@ class AuditWriter:
     @staticmethod
     def record_in(conn: sa.Connection, entries: list[AuditEntry]) -> None:
         """Append entries inside the caller's transaction (used by writes)."""
-        conn.execute(audit_log.insert(), [e.row() for e in entries])
+        insert_rows(conn, audit_log, [e.row() for e in entries])
 
     def close(self) -> None:
         if not self._closed:
