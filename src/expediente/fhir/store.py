@@ -486,7 +486,9 @@ class ResourceStore:
             "deleted": stored.deleted,
             "body": stored.body,
         }
-        if current is None:
+        if current is None and stored.method == "POST":
+            insert_rows(conn, resource, [row])  # a server-assigned id cannot collide
+        elif current is None:
             try:
                 conn.execute(resource.insert(), [row])
             except sa.exc.IntegrityError:
