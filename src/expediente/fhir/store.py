@@ -533,10 +533,11 @@ class ResourceStore:
             _check_writable(res_type)
             check_id(res_id or "")
             _validated(res, res_type)
-            key = patient_key(res)
+            prepared = _prepare(res, res_id)
+            key = prepared.patient_key
             payload = _finalize(res, res_type, res_id, 1, ts)
             rows.append(dict(res_type=res_type, res_id=res_id, version_id=1, patient_key=key, last_updated=ts, deleted=False, body=payload))
-            index_items.append((res_type, res_id, key, extract_index(orjson.loads(payload))))
+            index_items.append((res_type, res_id, key, prepared.index_rows))
         accesses = [Access("create", r["res_type"], r["res_id"], r["patient_key"]) for r in rows]
         with write_transaction(self.engine) as conn:
             denied = self.gate.authorize_in(conn, caller.principal, *accesses, source=caller.source)
