@@ -324,3 +324,19 @@ def test_search_index_follows_updates_and_deletes(client, auth):
     assert found("MAHL850101MJCRRS09") == []
     client.put(f"/fhir/Patient/{pid}", json={**patient(), "id": pid}, headers=auth)
     assert found("PEGJ900504HDFXRN07") == [pid]
+
+
+def test_audit_failure_fails_closed(client, services, auth):
+    pid = client.post("/fhir/Patient", json=patient(), headers=auth).json()["id"]
+    with services.engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE audit_log RENAME TO audit_log_away"))
+    try:
+        r = client.get(f"/fhir/Patient/{pid}", headers=auth)
+        assert r.status_code == 503 and r.json()["issue"][0]["code"] == "transient"
+        assert "Peña" not in r.text
+        r = client.post("/fhir/Patient", json=patient(given="Otro"), headers=auth)
+        assert r.status_code == 503 and "Traceback" not in r.text
+    finally:
+        with services.engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE audit_log_away RENAME TO audit_log"))
+    assert rows(services) == 1  # the refused write left nothing

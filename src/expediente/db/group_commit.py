@@ -75,13 +75,13 @@ class GroupCommitter:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def run(self, job: Callable[[sa.Connection], T]) -> T:
+    def run(self, job: Callable[[sa.Connection], T], timeout: float | None = None) -> T:
         """Run ``job`` in a committed transaction; its result, or the exception it raised."""
         if self._closed:
             raise RuntimeError("group committer closed")
         done: Future = Future()
         self._queue.put((job, done))
-        return done.result()
+        return done.result(timeout)
 
     def close(self) -> None:
         if not self._closed:

@@ -8,6 +8,7 @@ erased (a delete is a new, empty version). Every access passes through the Acces
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import re
 import time
@@ -31,6 +32,8 @@ from expediente.fhir.search.extract import extract_index, patient_key
 from expediente.fhir.validation import ResourceInvalid, validate_resource
 from expediente.security.access import Access, AccessGate
 from expediente.security.principal import Principal
+
+log = logging.getLogger(__name__)
 
 ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
@@ -419,7 +422,11 @@ class ResourceStore:
     def _commit(self, job):
         """Run a write job in a committed (group) transaction; raise its denial after the commit,
         which then holds the denied audit entry and no change."""
-        result, denied = self._committer.run(job)
+        try:
+            result, denied = self._committer.run(job)
+        except sa.exc.DBAPIError:
+            log.exception("write failed in the database")
+            raise FhirError.of(503, "El almacenamiento no está disponible; no se guardó nada, intente de nuevo", "transient") from None
         if denied is not None:
             raise denied
         return result
