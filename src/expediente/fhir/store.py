@@ -549,8 +549,8 @@ class ResourceStore:
         with write_transaction(self.engine) as conn:
             denied = self.gate.authorize_in(conn, caller.principal, *accesses, source=caller.source)
             if denied is None:
-                conn.execute(resource.insert(), rows)
-                conn.execute(resource_history.insert(), [{**r, "method": "POST"} for r in rows])
+                insert_rows(conn, resource, rows)
+                insert_rows(conn, resource_history, [{**r, "method": "POST"} for r in rows])
                 self._insert_index(conn, index_items)
         if denied is not None:
             raise denied
