@@ -158,9 +158,14 @@ def _validated(resource_json: dict, res_type: str) -> None:
         ) from None
 
 
+def _client_meta(resource_json: dict) -> dict:
+    """meta as the client may set it (tags, profiles, security labels), without what the server sets."""
+    return {k: v for k, v in (resource_json.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
+
+
 def _content(resource_json: dict) -> dict:
     """The resource without server-managed metadata, to tell whether an update changes anything."""
-    meta = {k: v for k, v in (resource_json.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
+    meta = _client_meta(resource_json)
     out = {k: v for k, v in resource_json.items() if k not in ("meta", "id")}
     if meta:
         out["meta"] = meta
@@ -168,7 +173,7 @@ def _content(resource_json: dict) -> dict:
 
 
 def _finalize(resource_json: dict, res_type: str, res_id: str, version: int, ts: datetime) -> bytes:
-    meta = {k: v for k, v in (resource_json.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
+    meta = _client_meta(resource_json)
     body = {"resourceType": res_type, "id": res_id, "meta": {"versionId": str(version), "lastUpdated": instant(ts), **meta}}
     body.update((k, v) for k, v in resource_json.items() if k not in ("resourceType", "id", "meta"))
     return orjson.dumps(body)
