@@ -340,3 +340,28 @@ def test_audit_failure_fails_closed(client, services, auth):
         with services.engine.begin() as conn:
             conn.execute(sa.text("ALTER TABLE audit_log_away RENAME TO audit_log"))
     assert rows(services) == 1  # the refused write left nothing
+
+
+def test_hostile_search_input_never_fails_the_server(client, auth):
+    client.post("/fhir/Patient", json=patient(), headers=auth)
+    hostile = [
+        "/fhir/Patient?name=' OR 1=1 --",
+        "/fhir/Patient?name=%25",
+        "/fhir/Patient?name:contains=_",
+        "/fhir/Patient?family=" + "x" * 5000,
+        "/fhir/Patient?identifier=" + "|" * 300,
+        "/fhir/Patient?birthdate=1990-99-99",
+        "/fhir/Patient?name:soundex=jose",
+        "/fhir/Patient?_count=abc",
+        "/fhir/Patient?subject:Patient.name=jose",
+    ]
+    for url in hostile:
+        r = client.get(url, headers=auth)
+        assert r.status_code in (200, 400), (url, r.status_code, r.text[:300])
+        body = r.json()
+        if r.status_code == 400:
+            assert body["resourceType"] == "OperationOutcome"
+        else:
+            assert body["type"] == "searchset" and body.get("entry", []) == []
+    # A paging cursor is only a position: a strange one pages from the start, it selects nothing new.
+    assert client.get("/fhir/Patient?_after=%00", headers=auth).status_code == 200
