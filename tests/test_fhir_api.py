@@ -363,5 +363,9 @@ def test_hostile_search_input_never_fails_the_server(client, auth):
             assert body["resourceType"] == "OperationOutcome"
         else:
             assert body["type"] == "searchset" and body.get("entry", []) == []
-    # A paging cursor is only a position: a strange one pages from the start, it selects nothing new.
-    assert client.get("/fhir/Patient?_after=%00", headers=auth).status_code == 200
+    # NUL characters: no database stores them; refused as the client's error, never a 500.
+    for url in ("/fhir/Patient?_after=%00", "/fhir/Patient?name=jo%00se", "/fhir/_history?_cursor=%00"):
+        r = client.get(url, headers=auth)
+        assert r.status_code == 400 and "U+0000" in r.json()["issue"][0]["diagnostics"], url
+    r = client.post("/fhir/Patient", json={"resourceType": "Patient", "name": [{"family": "Pe\u0000ña"}]}, headers=auth)
+    assert r.status_code == 400 and "U+0000" in r.json()["issue"][0]["diagnostics"]

@@ -39,7 +39,27 @@ async def _json_body(request: Request) -> dict:
         raise errors.bad_request(f"JSON mal formado: {exc}", code="structure") from None
     if not isinstance(body, dict):
         raise errors.bad_request("El cuerpo debe ser un objeto JSON con un recurso FHIR", code="structure")
+    if b"\\u0000" in raw and _has_nul(body):
+        raise errors.bad_request("El recurso contiene el carácter nulo (U+0000), que FHIR no admite en textos", code="value")
     return body
+
+
+def _has_nul(value) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def _query(request: Request) -> list[tuple[str, str]]:
+    """The query parameters; a NUL character in any of them is refused (no database stores it)."""
+    params = request.query_params.multi_items()
+    if any("\x00" in k or "\x00" in v for k, v in params):
+        raise errors.bad_request("Los parámetros de la URL no pueden contener el carácter nulo (U+0000)")
+    return params
 
 
 def _read_headers(stored: Stored) -> dict[str, str]:
@@ -100,6 +120,7 @@ async def update(request: Request) -> Response:
 async def conditional_update(request: Request) -> Response:
     body = await _json_body(request)
     query = request.url.query
+    _query(request)
     if not query:
         raise errors.bad_request("PUT sobre un tipo requiere una condición de búsqueda (actualización condicional) o un id en la URL")
     result = await run_in_threadpool(
@@ -165,6 +186,7 @@ def _history_entry(base: str, s: Stored) -> dict:
 
 async def history(request: Request) -> Response:
     p = request.path_params
+    _query(request)
     rows, cursor = await run_in_threadpool(
         _store(request).history,
         caller_of(request),
@@ -181,7 +203,7 @@ async def history(request: Request) -> Response:
 
 async def search(request: Request) -> Response:
     res_type = request.path_params["type"]
-    params = [(k, v) for k, v in request.query_params.multi_items() if k not in RESULT_PARAMS]
+    params = [(k, v) for k, v in _query(request) if k not in RESULT_PARAMS]
     rows, after = await run_in_threadpool(
         _store(request).search,
         caller_of(request),
