@@ -61,3 +61,12 @@ def test_generate_to_ndjson_and_db_revision(cli_env):
     assert r.exit_code == 0
     db_rev, code_rev = r.stdout.split("base de datos: ")[1].split("  código: ")
     assert db_rev.strip() == code_rev.strip()
+
+
+def test_db_reindex_rebuilds_and_refuses_unknown_types(cli_env):
+    assert run("init").exit_code == 0
+    r = run("db", "reindex", "--type", "Patient")
+    assert r.exit_code == 0, r.output
+    assert "Índices reconstruidos" in r.output
+    r = run("db", "reindex", "--type", "Paciente")
+    assert r.exit_code != 0 and "desconocido" in r.output

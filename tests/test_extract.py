@@ -101,8 +101,15 @@ OBSERVATION = {
 }
 
 
+_OPTIONAL = ("type_system", "type_code")  # identifier type columns, shown only when set
+
+
 def rows(index, kind, param):
-    return [{k: v for k, v in r.items() if k != "param"} for r in index.get(kind, []) if r["param"] == param]
+    return [
+        {k: v for k, v in r.items() if k != "param" and not (k in _OPTIONAL and v is None)}
+        for r in index.get(kind, [])
+        if r["param"] == param
+    ]
 
 
 # ---------------------------------------------------------------------------- row shapes
@@ -497,3 +504,29 @@ def test_random_content_extracts_without_errors(res_type, body):
     for kind, kind_rows in idx.items():
         for r in kind_rows:
             assert set(r) == {"param", *INDEX_COLUMNS[kind]}
+
+
+def test_identifier_type_rows_for_of_type():
+    mr = {"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}
+    ni = {"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "NI"}
+    patient = {"resourceType": "Patient", "id": "t", "identifier": [{"system": "urn:x", "value": "42", "type": {"coding": [mr, ni]}}]}
+    assert rows(extract_index(patient), "token", "identifier") == [
+        {"system": "urn:x", "code": "42", "text_norm": None, "type_system": mr["system"], "type_code": "MR"},
+        {"system": "urn:x", "code": "42", "text_norm": None, "type_system": ni["system"], "type_code": "NI"},
+    ]
+
+
+def test_composite_rows_pair_values_of_the_same_element():
+    obs = {
+        "resourceType": "Observation",
+        "id": "bp",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+        "component": [
+            {"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]}, "valueQuantity": {"value": 120, "code": "mm[Hg]"}},
+            {"code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]}, "valueQuantity": {"value": 80, "code": "mm[Hg]"}},
+        ],
+    }
+    got = {(r["code1"], r["value2"]) for r in rows(extract_index(obs), "composite", "component-code-value-quantity")}
+    # Systolic with 120 and diastolic with 80, never systolic with 80.
+    assert got == {("8480-6", 120.0), ("8462-4", 80.0)}

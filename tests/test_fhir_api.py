@@ -33,6 +33,11 @@ def test_metadata_is_open_and_declares_r4(client):
     assert body["resourceType"] == "CapabilityStatement" and body["fhirVersion"] == "4.0.1"
     types = {res["type"] for res in body["rest"][0]["resource"]}
     assert {"Patient", "Observation", "MedicationRequest", "AuditEvent", "Binary", "Bundle"} <= types
+    patient_cap = next(res for res in body["rest"][0]["resource"] if res["type"] == "Patient")
+    assert {"name": "family", "type": "string"} in patient_cap["searchParam"]
+    assert "Patient:organization" in patient_cap["searchInclude"]
+    assert patient_cap["operation"][0]["name"] == "everything"
+    assert {"code": "transaction"} in body["rest"][0]["interaction"]
 
 
 def test_patient_data_requires_a_token(client, auth):

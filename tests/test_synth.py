@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import re
 import uuid
 import xml.etree.ElementTree as ET
@@ -104,6 +105,35 @@ def test_smaller_population_is_a_prefix():
     big = list(generate(60, 7))
     assert _serialize(big[: len(small)]) == _serialize(small)
     assert sum(r["resourceType"] == "Patient" for r in small) == 15
+
+
+def test_slices_concatenate_to_the_full_run():
+    """Patients [0, a), [a, b), [b, n) generated separately give the full run: same resources in the
+    same order, each shared facility, physician and institution exactly once (parallel loading)."""
+    n = 90
+    full = list(generate(n, 7))
+    parts = [list(gen.generate_range(lo, hi, 7)) for lo, hi in ((0, 25), (25, 26), (26, 60), (60, n))]
+    assert _serialize(itertools.chain.from_iterable(parts)) == _serialize(full)
+    shared = [r["id"] for part in parts for r in part if r["resourceType"] in ("Organization", "Practitioner")]
+    assert len(shared) == len(set(shared)) > 0
+    # The institutions belong to the slice that starts at 0; a later slice starts with what it shares.
+    payors = [r["id"] for r in generate(0, 7)]
+    assert [r["id"] for r in parts[0][: len(payors)]] == payors
+    assert not set(payors) & {r["id"] for part in parts[1:] for r in part}
+    assert sum(r["resourceType"] == "Patient" for r in parts[2]) == 34
+
+
+def test_population_stream_skip_and_take():
+    stream = gen.PopulationStream(7)
+    head = list(stream.take(10))
+    stream.skip(15)
+    assert stream.position == 25
+    tail = list(stream.take(0)) + list(stream.take(5))
+    assert stream.position == 30
+    assert _serialize(head) == _serialize(generate(10, 7))
+    assert _serialize(tail) == _serialize(gen.generate_range(25, 30, 7))
+    with pytest.raises(ValueError):
+        list(gen.generate_range(5, 4, 7))
 
 
 def test_as_of_moves_dates_not_identity():

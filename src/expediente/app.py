@@ -19,6 +19,7 @@ from expediente.config import Settings, load_settings
 from expediente.db.engine import make_engine, make_read_engine
 from expediente.fhir import api as fhir_api
 from expediente.fhir.errors import FhirError
+from expediente.db.statistics import StatisticsRefresher
 from expediente.fhir.store import ResourceStore
 from expediente.ops import metrics
 from expediente.ops.middleware import Authenticate, BodyLimit, Observe
@@ -41,6 +42,7 @@ class Services:
     gate: AccessGate
     store: ResourceStore
     tokens: TokenService
+    statistics: StatisticsRefresher | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -56,9 +58,12 @@ class Services:
             gate=gate,
             store=ResourceStore(engine, gate, reader),
             tokens=TokenService(settings.signing_key(), settings.token_ttl_seconds),
+            statistics=StatisticsRefresher(engine) if settings.is_sqlite else None,
         )
 
     def close(self) -> None:
+        if self.statistics is not None:
+            self.statistics.close()
         self.store.close()
         self.audit.close()
         self.engine.dispose()

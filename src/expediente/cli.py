@@ -50,8 +50,23 @@ def _initialize(settings: Settings) -> None:
     engine = _engine(settings)
     try:
         upgrade(engine)
+        _run_reindex(engine)  # a migration may queue index rebuilds; finish them before serving
     finally:
         engine.dispose()
+
+
+def _run_reindex(engine) -> dict[str, int]:
+    from expediente.fhir import reindex
+
+    queued = reindex.pending(engine)
+    if not queued:
+        return {}
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("Reconstruyendo índices de búsqueda", total=None)
+        done = reindex.run(engine, progress=lambda _t, n: progress.advance(task, n))
+    for res_type, n in sorted(done.items()):
+        console.print(f"  índices de {res_type}: {n} recursos")
+    return done
 
 
 @app.command()
@@ -67,6 +82,26 @@ def db_upgrade() -> None:
     """Apply pending schema migrations."""
     _initialize(_settings())
     console.print("[green]Esquema actualizado[/green]")
+
+
+@db_app.command("reindex")
+def db_reindex(
+    res_type: list[str] = typer.Option([], "--type", "-t", help="Tipo de recurso (repetible); por omisión, todos"),
+) -> None:
+    """Rebuild the search indexes (after the search parameters change). Resumable."""
+    from expediente.fhir import reindex
+    from expediente.fhir.resource_types import SERVED
+
+    unknown = [t for t in res_type if t not in SERVED]
+    if unknown:
+        raise typer.BadParameter(f"tipo de recurso desconocido: {', '.join(unknown)}")
+    engine = _engine(_settings())
+    try:
+        reindex.request(engine, res_type or sorted(SERVED), "expediente db reindex")
+        done = _run_reindex(engine)
+    finally:
+        engine.dispose()
+    console.print(f"[green]Índices reconstruidos:[/green] {sum(done.values())} recursos")
 
 
 @db_app.command("current")
@@ -168,6 +203,7 @@ def _generate(patients: int, seed: int, ndjson: Path | None, batch: int) -> dict
 
 def _load(stream: Iterable[dict], batch: int) -> int:
     from expediente.app import Services
+    from expediente.db.statistics import refresh as refresh_statistics
     from expediente.fhir.store import Caller
     from expediente.security.principal import Principal
 
@@ -176,7 +212,9 @@ def _load(stream: Iterable[dict], batch: int) -> int:
     services = Services.build(settings)
     caller = Caller(Principal(subject="expediente-cli", kind="system", role="system"), "cli")
     try:
-        return sum(services.store.bulk_load(caller, stream, batch_size=batch))
+        total = sum(services.store.bulk_load(caller, stream, batch_size=batch))
+        refresh_statistics(services.engine)  # plans for the new data volume
+        return total
     finally:
         services.close()
 

@@ -28,8 +28,14 @@ class Settings:
     secret_key: str = ""
     token_ttl_seconds: int = 3600
     max_body_bytes: int = 16 * 1024 * 1024
+    # Most entries a batch/transaction Bundle may hold (POST /fhir); a transaction holds the
+    # write lock for all of them, so this bounds how long other writers can wait.
+    bundle_max_entries: int = 5000
     page_size_default: int = 50
     page_size_max: int = 500
+    # Most resources _include/_revinclude (and $everything's references) add to one page;
+    # beyond it the page says so and links to the rest.
+    include_max: int = 1000
     log_level: str = "info"
     # SQLite durability: FULL fsyncs every commit (an acknowledged write survives power loss).
     sqlite_synchronous: str = "FULL"

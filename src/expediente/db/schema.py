@@ -33,7 +33,7 @@ resource = sa.Table(
     sa.Column("deleted", sa.Boolean, nullable=False, default=False),
     # Compact JSON exactly as served (meta.versionId/lastUpdated included); empty when deleted.
     sa.Column("body", sa.LargeBinary, nullable=False),
-    sa.Index(None, "patient_key"),
+    sa.Index(None, "patient_key", "res_id"),  # a patient's record in id order ($everything)
     sa.Index(None, "res_type", "last_updated"),
 )
 
@@ -76,8 +76,15 @@ idx_token = _index_table(
     sa.Column("system", sa.String(255), nullable=True),
     sa.Column("code", sa.String(255), nullable=True),
     sa.Column("text_norm", sa.String(255), nullable=True),  # accent-free lowercase display/text
+    # Identifier.type coding, for the :of-type modifier (one row per type coding).
+    sa.Column("type_system", sa.String(255), nullable=True),
+    sa.Column("type_code", sa.String(255), nullable=True),
 )
-sa.Index("ix_idx_token_lookup", idx_token.c.res_type, idx_token.c.param, idx_token.c.code, idx_token.c.system)
+# Every lookup index ends with res_id: an equality probe for one resource ("has this
+# Observation that code?") is then one seek, whatever the planner's statistics say.
+sa.Index(
+    "ix_idx_token_lookup", idx_token.c.res_type, idx_token.c.param, idx_token.c.code, idx_token.c.system, idx_token.c.res_id
+)
 
 idx_string = _index_table(
     "idx_string",
@@ -98,6 +105,7 @@ sa.Index(
     idx_reference.c.target_type,
     idx_reference.c.param,
     idx_reference.c.res_type,
+    idx_reference.c.res_id,
 )
 
 idx_date = _index_table(
@@ -125,7 +133,25 @@ idx_uri = _index_table(
     "idx_uri",
     sa.Column("uri", sa.String(512), nullable=False),
 )
-sa.Index("ix_idx_uri_lookup", idx_uri.c.res_type, idx_uri.c.param, idx_uri.c.uri)
+sa.Index("ix_idx_uri_lookup", idx_uri.c.res_type, idx_uri.c.param, idx_uri.c.uri, idx_uri.c.res_id)
+
+# Composite parameters (Observation code-value-quantity...): one row per combination of the
+# components' values taken from the same element, so "code X with value Y" cannot match a code
+# and a value from different places. Each component slot holds what its own type needs:
+# token/reference/string -> system + code; quantity -> value + system + code; date -> low/high.
+idx_composite = _index_table(
+    "idx_composite",
+    sa.Column("system1", sa.String(255), nullable=True),
+    sa.Column("code1", sa.String(255), nullable=True),
+    sa.Column("system2", sa.String(255), nullable=True),
+    sa.Column("code2", sa.String(255), nullable=True),
+    sa.Column("value2", sa.Float, nullable=True),
+    sa.Column("low2", TS, nullable=True),
+    sa.Column("high2", TS, nullable=True),
+)
+sa.Index(
+    "ix_idx_composite_lookup", idx_composite.c.res_type, idx_composite.c.param, idx_composite.c.code1, idx_composite.c.res_id
+)
 
 INDEX_TABLES: dict[str, sa.Table] = {
     "token": idx_token,
@@ -135,7 +161,19 @@ INDEX_TABLES: dict[str, sa.Table] = {
     "number": idx_number,
     "quantity": idx_quantity,
     "uri": idx_uri,
+    "composite": idx_composite,
 }
+
+# Resource types whose index rows are being (re)computed, e.g. after the search parameters
+# change. While a row is here, searches of that type do not answer silently partial results.
+search_reindex = sa.Table(
+    "search_reindex",
+    metadata,
+    sa.Column("res_type", TYPE, primary_key=True),
+    sa.Column("requested", TS, nullable=False),
+    sa.Column("reason", sa.String(255), nullable=False),
+    sa.Column("after_id", ID, nullable=True),  # progress: every res_id <= this one is done
+)
 
 # People and systems that may sign in. Passwords are argon2id hashes, never the password.
 account = sa.Table(

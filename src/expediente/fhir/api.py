@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import orjson
 from starlette.concurrency import run_in_threadpool
@@ -13,8 +13,10 @@ from starlette.routing import Route
 
 from expediente.api_common import caller_of, fhir_response
 from expediente.fhir import errors
+from expediente.fhir.bundle import BundleOptions, process_bundle
 from expediente.fhir.capability import capability_statement
-from expediente.fhir.store import RESULT_PARAMS, ResourceStore, Stored, WriteResult, instant
+from expediente.fhir.shaping import shape
+from expediente.fhir.store import ResourceStore, SearchResult, Stored, WriteResult, instant
 
 
 
@@ -201,29 +203,145 @@ async def history(request: Request) -> Response:
     return fhir_response(bundle)
 
 
-async def search(request: Request) -> Response:
-    res_type = request.path_params["type"]
-    params = [(k, v) for k, v in _query(request) if k not in RESULT_PARAMS]
-    rows, after = await run_in_threadpool(
+def _lenient(request: Request) -> bool:
+    return "handling=lenient" in request.headers.get("prefer", "").replace(" ", "")
+
+
+def _search_params(request: Request, form: list[tuple[str, str]] | None = None) -> list[tuple[str, str]]:
+    params = _query(request) + (form or [])
+    if any("\x00" in k or "\x00" in v for k, v in params):
+        raise errors.bad_request("Los parámetros no pueden contener el carácter nulo (U+0000)")
+    return params
+
+
+def _entry(base: str, s: Stored, mode: str, spec=None) -> dict:
+    body: bytes | orjson.Fragment = s.body
+    if spec is not None and (spec.summary or spec.elements):
+        body = shape(s.body, summary=spec.summary, elements=spec.elements, res_type=s.res_type)
+    return {"fullUrl": f"{base}/{s.res_type}/{s.res_id}", "resource": orjson.Fragment(body), "search": {"mode": mode}}
+
+
+def _outcome_entry(messages: list[str], severity: str = "warning") -> dict:
+    outcome = errors.operation_outcome([errors.Issue(m, "informational", severity) for m in messages])
+    return {"resource": outcome, "search": {"mode": "outcome"}}
+
+
+def _searchset(request: Request, path: str, result: SearchResult) -> dict:
+    base = _base(request)
+    spec = result.spec
+    self_url = f"{base}{path}?{urlencode(spec.used)}" if spec.used else f"{base}{path}"
+    links = [{"relation": "self", "url": self_url}]
+    if result.next_cursor:
+        links.append({"relation": "next", "url": f"{base}{path}?{urlencode(spec.used + [('_cursor', result.next_cursor)])}"})
+    entries = [_entry(base, s, "match", spec) for s in result.matches]
+    entries += [_entry(base, s, "include", spec) for s in result.included]
+    warnings = list(spec.warnings)
+    if result.truncated:
+        limit = request.app.state.settings.include_max
+        warnings.append(
+            f"Se incluyeron solo {limit} recursos por _include/_revinclude en esta página; pida páginas más "
+            f"pequeñas (_count) o busque los recursos referidos directamente"
+        )
+    if warnings:
+        entries.append(_outcome_entry(warnings))
+    bundle: dict = {"resourceType": "Bundle", "type": "searchset"}
+    if result.total is not None:
+        bundle["total"] = result.total
+    bundle["link"] = links
+    bundle["entry"] = entries
+    return bundle
+
+
+async def _run_search(request: Request, res_type: str, params, compartment=None, path: str | None = None) -> Response:
+    settings = request.app.state.settings
+    result = await run_in_threadpool(
         _store(request).search,
         caller_of(request),
         res_type,
         params,
+        default_count=settings.page_size_default,
+        max_count=settings.page_size_max,
+        include_max=settings.include_max,
+        lenient=_lenient(request),
+        compartment=compartment,
+    )
+    return fhir_response(_searchset(request, path or f"/{res_type}", result))
+
+
+async def search(request: Request) -> Response:
+    return await _run_search(request, request.path_params["type"], _search_params(request))
+
+
+async def search_post(request: Request) -> Response:
+    """POST [type]/_search: parameters in an application/x-www-form-urlencoded body (and the URL)."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    raw = await request.body()
+    if raw and ctype != "application/x-www-form-urlencoded":
+        raise errors.FhirError.of(415, "POST _search espera parámetros application/x-www-form-urlencoded", "not-supported")
+    try:
+        form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False) if raw else []
+    except UnicodeDecodeError:
+        raise errors.bad_request("El cuerpo de POST _search no es UTF-8 válido") from None
+    return await _run_search(request, request.path_params["type"], _search_params(request, form))
+
+
+async def compartment_search(request: Request) -> Response:
+    p = request.path_params
+    if p["type"] != "Patient":
+        raise errors.FhirError.of(404, f"Compartimento no soportado: {p['type'][:40]}", "not-supported")
+    target = p["comp"]
+    return await _run_search(
+        request, target, _search_params(request), compartment=("Patient", p["id"]), path=f"/Patient/{p['id']}/{target}"
+    )
+
+
+async def everything(request: Request) -> Response:
+    """Patient/$everything: the patient's whole record, paged (_count, _since, _type, _cursor)."""
+    p = request.path_params
+    if p["type"] != "Patient":
+        raise errors.FhirError.of(404, f"$everything solo está disponible para Patient, no para {p['type'][:40]}", "not-supported")
+    params = _search_params(request)
+    known = {"_count", "_since", "_type", "_cursor", "_format", "start", "end"}
+    unknown = [k for k, _ in params if k not in known]
+    if unknown and not _lenient(request):
+        raise errors.bad_request(f"Parámetro no soportado en $everything: '{unknown[0][:60]}'", code="not-supported")
+    types = [t for k, v in params if k == "_type" for t in v.split(",") if t] or None
+    settings = request.app.state.settings
+    rows, outside, cursor, truncated = await run_in_threadpool(
+        _store(request).everything,
+        caller_of(request),
+        p["id"],
+        types=types,
+        since=_since(request),
         count=_count(request),
-        after=request.query_params.get("_after"),
+        cursor=request.query_params.get("_cursor"),
+        include_max=settings.include_max,
     )
     base = _base(request)
-    entries = [
-        {"fullUrl": f"{base}/{s.res_type}/{s.res_id}", "resource": orjson.Fragment(s.body), "search": {"mode": "match"}}
-        for s in rows
-    ]
-    return fhir_response(_bundle(request, "searchset", entries, {"_after": after} if after else None))
+    path = f"/Patient/{p['id']}/$everything"
+    used = [(k, v) for k, v in params if k in known and k != "_cursor"]
+    links = [{"relation": "self", "url": f"{base}{path}" + (f"?{urlencode(used)}" if used else "")}]
+    if cursor:
+        links.append({"relation": "next", "url": f"{base}{path}?{urlencode(used + [('_cursor', cursor)])}"})
+    entries = [_entry(base, s, "match") for s in rows] + [_entry(base, s, "include") for s in outside]
+    if truncated:
+        entries.append(_outcome_entry([f"Se incluyeron solo {settings.include_max} recursos referidos en esta página"]))
+    return fhir_response({"resourceType": "Bundle", "type": "searchset", "link": links, "entry": entries})
 
 
 async def system_interaction(request: Request) -> Response:
-    raise errors.FhirError.of(
-        501, "Los Bundle de tipo batch/transaction aún no están disponibles en este servidor", "not-supported"
+    """POST /fhir: a batch or transaction Bundle (see fhir/bundle.py)."""
+    body = await _json_body(request)
+    settings = request.app.state.settings
+    options = BundleOptions(
+        base=_base(request),
+        max_entries=settings.bundle_max_entries,
+        page_size=settings.page_size_default,
+        page_size_max=settings.page_size_max,
+        prefer=request.headers.get("prefer", ""),
     )
+    result = await run_in_threadpool(process_bundle, _store(request), caller_of(request), body, options)
+    return fhir_response(result)
 
 
 routes = [
@@ -232,6 +350,7 @@ routes = [
     Route("/fhir", system_interaction, methods=["POST"]),
     Route("/fhir/", system_interaction, methods=["POST"]),
     Route("/fhir/{type}", search, methods=["GET"]),
+    Route("/fhir/{type}/_search", search_post, methods=["POST"]),
     Route("/fhir/{type}", create, methods=["POST"]),
     Route("/fhir/{type}", conditional_update, methods=["PUT"]),
     Route("/fhir/{type}/_history", history, methods=["GET"]),
@@ -240,4 +359,6 @@ routes = [
     Route("/fhir/{type}/{id}", delete, methods=["DELETE"]),
     Route("/fhir/{type}/{id}/_history", history, methods=["GET"]),
     Route("/fhir/{type}/{id}/_history/{vid}", vread, methods=["GET"]),
+    Route("/fhir/{type}/{id}/$everything", everything, methods=["GET"]),
+    Route("/fhir/{type}/{id}/{comp}", compartment_search, methods=["GET"]),
 ]

@@ -9,9 +9,22 @@ import orjson
 from expediente import __version__
 from expediente.config import Settings
 from expediente.fhir.resource_types import SERVED_TYPES, SERVER_WRITTEN_ONLY
+from expediente.fhir.search.registry import params_for
 
-_READ = ["read", "vread", "history-instance", "history-type", "search-type"]
+_READ = ["read", "vread", "history-instance", "history-type", "search-type"]  # search: GET and POST _search
 _WRITE = ["create", "update", "delete"]
+
+
+def _search_capability(res_type: str) -> dict:
+    params = params_for(res_type)
+    refs = sorted(code for code, sp in params.items() if sp.type == "reference")
+    out: dict = {
+        "searchInclude": ["*"] + [f"{res_type}:{code}" for code in refs],
+        "searchParam": [{"name": code, "type": sp.type} for code, sp in sorted(params.items()) if sp.type != "special"],
+    }
+    if res_type == "Patient":
+        out["operation"] = [{"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}]
+    return out
 
 
 @lru_cache(maxsize=4)
@@ -29,6 +42,7 @@ def _build(base: str) -> bytes:
                 "conditionalCreate": res_type not in SERVER_WRITTEN_ONLY,
                 "conditionalUpdate": res_type not in SERVER_WRITTEN_ONLY,
                 "conditionalDelete": "not-supported",
+                **_search_capability(res_type),
             }
         )
     statement = {
@@ -62,7 +76,7 @@ def _build(base: str) -> bytes:
                     ],
                 },
                 "resource": resources,
-                "interaction": [{"code": "history-system"}],
+                "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
             }
         ],
     }

@@ -23,11 +23,21 @@ import sqlalchemy as sa
 
 from expediente.db.engine import write_transaction
 from expediente.db.group_commit import GroupCommitter, flush_inserts, insert_rows
-from expediente.db.schema import INDEX_TABLES, resource, resource_history
+from expediente.db.schema import INDEX_TABLES, resource, resource_history, search_reindex
 from expediente.fhir import errors
 from expediente.fhir.errors import FhirError
 from expediente.fhir.resource_types import SERVED, SERVER_WRITTEN_ONLY
-from expediente.fhir.search.basic import SearchError, match_query
+from expediente.fhir.search import includes
+from expediente.fhir.search.clauses import RESULT_PARAMS, SearchError
+from expediente.fhir.search.engine import (
+    COLUMNS,
+    SearchSpec,
+    count_statement,
+    encode_cursor,
+    match_statement,
+    page_statement,
+    parse_search,
+)
 from expediente.fhir.search.extract import extract_index, patient_key
 from expediente.fhir.validation import ResourceInvalid, validate_resource
 from expediente.security.access import Access, AccessGate
@@ -92,15 +102,7 @@ def instant(ts: datetime) -> str:
     return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-_COLS = (
-    resource.c.res_type,
-    resource.c.res_id,
-    resource.c.version_id,
-    resource.c.last_updated,
-    resource.c.deleted,
-    resource.c.body,
-    resource.c.patient_key,
-)
+_COLS = COLUMNS  # the resource row as Stored takes it
 _HCOLS = (
     resource_history.c.res_type,
     resource_history.c.res_id,
@@ -198,8 +200,28 @@ def _prepare(body: dict, res_id: str) -> _Prepared:
 # (result, denial): a denied write still commits its audit entry, then raises the denial.
 _Outcome = tuple[WriteResult | None, FhirError | None]
 
-# Parameters that shape a search answer without selecting anything: no condition on their own.
-RESULT_PARAMS = frozenset({"_count", "_format", "_pretty", "_after", "_summary", "_elements", "_total", "_sort"})
+@dataclass(slots=True)
+class SearchResult:
+    spec: SearchSpec
+    matches: list[Stored]
+    next_cursor: str | None
+    total: int | None
+    included: list[Stored]
+    truncated: bool  # more resources to include than the page may carry
+
+
+def _search_error(exc: SearchError) -> FhirError:
+    return FhirError.of(400, exc.message, "not-supported" if exc.code == "not-supported" else "invalid")
+
+
+def _decode_everything_cursor(cursor: str) -> str:
+    try:
+        value = base64.urlsafe_b64decode(cursor.encode()).decode()
+    except Exception:  # noqa: BLE001
+        value = ""
+    if not ID_RE.match(value):
+        raise errors.bad_request("Cursor de página inválido; vuelva a pedir la primera página")
+    return value
 
 
 def _parse_conditional(res_type: str, query: str) -> list[tuple[str, str]]:
@@ -216,6 +238,8 @@ class ResourceStore:
         self.reader = reader or engine  # single-statement reads (autocommit pool on PostgreSQL)
         self.gate = gate
         self._pg = engine.dialect.name == "postgresql"
+        self._reindex_checked = float("-inf")
+        self._reindex_cache: dict[str, str] = {}
 
     def close(self) -> None:
         self._committer.close()
@@ -297,35 +321,139 @@ class ResourceStore:
         return rows, next_cursor
 
     def search(
-        self, caller: Caller, res_type: str, params: list[tuple[str, str]], *, count: int, after: str | None = None
-    ) -> tuple[list[Stored], str | None]:
-        """Current resources matching simple equality parameters, in id order (keyset paging)."""
+        self,
+        caller: Caller,
+        res_type: str,
+        params: list[tuple[str, str]],
+        *,
+        default_count: int = 50,
+        max_count: int = 500,
+        include_max: int = 1000,
+        lenient: bool = False,
+        compartment: tuple[str, str] | None = None,
+    ) -> SearchResult:
+        """One page of current resources matching ``params`` (every FHIR search feature, see
+        ``expediente.fhir.search``), with its includes, the next page's cursor and the total
+        when asked for or known."""
         check_type(res_type)
-        self.gate.authorize(caller.principal, Access("search", res_type), source=caller.source)
+        if compartment is not None:
+            check_id(compartment[1])
+        self.gate.authorize(caller.principal, Access("search", res_type, None, compartment[1] if compartment else None), source=caller.source)
         try:
-            query = match_query(res_type, params)
+            spec = parse_search(res_type, params, default_count=default_count, max_count=max_count, lenient=lenient, compartment=compartment)
+            cursor = next((v for k, v in params if k in ("_cursor", "_after")), None)
+            page, n_keys = page_statement(spec, cursor)
         except SearchError as exc:
-            raise errors.bad_request(exc.message) from None
-        if after is not None:
-            query = query.where(resource.c.res_id > after)
+            raise _search_error(exc) from None
+        self._check_index_ready(res_type, spec, lenient)
+        for inc in spec.include + spec.revinclude:
+            for t in {inc.source, inc.target} - {None, res_type}:
+                self.gate.authorize(caller.principal, Access("search", t), source=caller.source)
         with self.reader.connect() as conn:
-            ids = list(conn.execute(query.order_by(resource.c.res_id).limit(count + 1)).scalars())
-            more = len(ids) > count
-            ids = ids[:count]
-            rows = conn.execute(
-                sa.select(*_COLS).where(resource.c.res_type == res_type, resource.c.res_id.in_(ids))
-            ).all() if ids else []
-        found = sorted((Stored(*r) for r in rows), key=lambda s: s.res_id)
-        return found, (ids[-1] if more else None)
+            total = self._total(conn, spec)
+            if spec.summary == "count":
+                return SearchResult(spec, [], None, total, [], False)
+            rows = conn.execute(page).all() if spec.count else []
+            more = len(rows) > spec.count
+            rows = rows[: spec.count]
+            next_cursor = encode_cursor(rows[-1], n_keys) if more and rows else None
+            if total is None and not more and "_cursor" not in dict(params) and "_after" not in dict(params):
+                total = len(rows)  # the first page is the whole answer: the total is known for free
+            found = [Stored(*r[:7]) for r in rows]
+            included = (
+                includes.resolve(conn, [(s.res_type, s.res_id) for s in found], spec.include, spec.revinclude, include_max)
+                if found and (spec.include or spec.revinclude)
+                else includes.Included([], False)
+            )
+        return SearchResult(spec, found, next_cursor, total, [Stored(*r) for r in included.rows], included.truncated)
+
+    def _total(self, conn: sa.Connection, spec) -> int | None:
+        if spec.total == "accurate" or spec.summary == "count":
+            return conn.execute(count_statement(spec)).scalar_one()
+        if spec.total == "estimate" and self._pg:
+            compiled = count_statement(spec).compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
+            plan = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled}").scalar_one()
+            plan = plan if isinstance(plan, list) else orjson.loads(plan)
+            return int(plan[0]["Plan"]["Plans"][0]["Plan Rows"]) if plan[0]["Plan"].get("Plans") else None
+        return None
+
+    def _check_index_ready(self, res_type: str, spec, lenient: bool) -> None:
+        """A type whose index is being rebuilt answers no silently partial results."""
+        pending = self._reindex_pending()
+        if res_type not in pending or not spec.matches:
+            return
+        message = (
+            f"Los índices de búsqueda de {res_type} se están reconstruyendo ({pending[res_type]}); "
+            "los resultados podrían estar incompletos"
+        )
+        if not lenient:
+            raise FhirError.of(503, message + ". Intente más tarde o use Prefer: handling=lenient", "transient")
+        spec.warnings.append(message)
+
+    def _reindex_pending(self) -> dict[str, str]:
+        now = time.monotonic()
+        if now - self._reindex_checked > 2.0:
+            with self.reader.connect() as conn:
+                self._reindex_cache = dict(conn.execute(sa.select(search_reindex.c.res_type, search_reindex.c.reason)).all())
+            self._reindex_checked = now
+        return self._reindex_cache
+
+    def everything(
+        self,
+        caller: Caller,
+        patient_id: str,
+        *,
+        types: list[str] | None = None,
+        since: datetime | None = None,
+        count: int = 50,
+        cursor: str | None = None,
+        include_max: int = 1000,
+    ) -> tuple[list[Stored], list[Stored], str | None, bool]:
+        """Patient/$everything, one page: the patient's compartment in id order, plus the
+        resources outside it that the page refers to (practitioners, organizations...)."""
+        check_id(patient_id)
+        for t in types or ():
+            check_type(t)
+        with self.reader.connect() as conn:
+            patient = conn.execute(_CURRENT, {"t": "Patient", "i": patient_id}).first()
+        self.gate.authorize(caller.principal, Access("everything", "Patient", patient_id, patient_id if patient else None), source=caller.source)
+        if patient is None or patient.deleted:
+            raise errors.not_found("Patient", patient_id)
+        query = sa.select(*_COLS).where(resource.c.patient_key == patient_id, resource.c.deleted == sa.false())
+        if types:
+            query = query.where(resource.c.res_type.in_(types))
+        if since is not None:
+            query = query.where(resource.c.last_updated >= since)
+        if cursor:
+            query = query.where(resource.c.res_id > _decode_everything_cursor(cursor))
+        query = query.order_by(resource.c.patient_key, resource.c.res_id).limit(count + 1)
+        with self.reader.connect() as conn:
+            rows = [Stored(*r) for r in conn.execute(query)]
+            more = len(rows) > count
+            rows = rows[:count]
+            outside, truncated = includes.referenced_outside_compartments(conn, [(s.res_type, s.res_id) for s in rows], include_max)
+        if types:
+            outside = [r for r in outside if r[0] in types]
+        next_cursor = base64.urlsafe_b64encode(rows[-1].res_id.encode()).decode() if more else None
+        return rows, [Stored(*r) for r in outside], next_cursor, truncated
 
     def find(self, res_type: str, params: list[tuple[str, str]], conn: sa.Connection, limit: int = 2) -> list[str]:
-        """Ids of current resources matching a simple search (conditional operations)."""
-        try:
-            query = match_query(res_type, params)
-        except SearchError as exc:
-            raise errors.bad_request(exc.message, code="invalid") from None
+        """Ids of current resources matching a search (conditional operations), seeing the
+        transaction's earlier writes. Statements are kept per condition: conditional references
+        repeat from Bundle to Bundle, and building one costs several times running it."""
+        key = (res_type, tuple(params), limit)
+        statement = _CONDITION_STATEMENTS.get(key)
+        if statement is None:
+            try:
+                spec = parse_search(res_type, params, default_count=limit, max_count=limit)
+            except SearchError as exc:
+                raise errors.bad_request(exc.message, code="invalid") from None
+            statement = match_statement(spec).limit(limit)
+            if len(_CONDITION_STATEMENTS) >= _CONDITION_STATEMENTS_MAX:
+                _CONDITION_STATEMENTS.clear()
+            _CONDITION_STATEMENTS[key] = statement
         flush_inserts(conn)
-        return list(conn.execute(query.limit(limit)).scalars())
+        return list(conn.execute(statement).scalars())
 
     # ---------------------------------------------------------------- writes
 
@@ -336,18 +464,7 @@ class ResourceStore:
         prepared = _prepare(body, res_id)
         conditions = _parse_conditional(res_type, if_none_exist) if if_none_exist is not None else None
 
-        def job(conn: sa.Connection) -> _Outcome:
-            if conditions is not None:
-                self._lock_condition(conn, res_type, if_none_exist)
-                found = self._single_match(conn, res_type, conditions, "La condición If-None-Exist")
-                if found:
-                    existing = self._current(conn, res_type, found)
-                    access = Access("read", res_type, found, existing.patient_key)
-                    denied = self.gate.authorize_in(conn, caller.principal, access, source=caller.source)
-                    return WriteResult(existing, created=False, changed=False), denied
-            return self._put_version(conn, caller, res_type, res_id, prepared, None, "POST", "create")
-
-        return self._commit(job)
+        return self._commit(lambda conn: self._create_in(conn, caller, res_type, res_id, prepared, if_none_exist, conditions))
 
     def update(
         self, caller: Caller, res_type: str, res_id: str, body: dict, *, if_match: str | None = None
@@ -373,8 +490,7 @@ class ResourceStore:
         expected = _etag_version(if_match) if if_match is not None else None
 
         def job(conn: sa.Connection) -> _Outcome:
-            self._lock_condition(conn, res_type, query)
-            found = self._single_match(conn, res_type, conditions, "La condición")
+            found = self._match_in(conn, res_type, query, conditions)
             target = found or body.get("id")
             if found and body.get("id") not in (None, target):
                 raise errors.bad_request(
@@ -394,17 +510,7 @@ class ResourceStore:
         _check_writable(res_type)
         check_id(res_id)
 
-        def job(conn: sa.Connection) -> tuple[Stored | None, FhirError | None]:
-            current = self._current(conn, res_type, res_id, for_update=True)
-            access = Access("delete", res_type, res_id, current.patient_key if current else None)
-            denied = self.gate.authorize_in(conn, caller.principal, access, source=caller.source)
-            if denied is not None or current is None or current.deleted:
-                return None, denied
-            stored = Stored(res_type, res_id, current.version_id + 1, utcnow(), True, b"", current.patient_key, "DELETE")
-            self._write_rows(conn, stored, current, index_rows=None)
-            return stored, None
-
-        return self._commit(job)
+        return self._commit(lambda conn: self._delete_in(conn, caller, res_type, res_id))
 
     def bulk_load(self, caller: Caller, resources: Iterable[dict], *, batch_size: int = 500) -> Iterator[int]:
         """Store resources that carry their own ids (e.g. a synthetic population), batch by batch.
@@ -435,12 +541,6 @@ class ResourceStore:
         if denied is not None:
             raise denied
         return result
-
-    def _single_match(self, conn: sa.Connection, res_type: str, conditions: list, what: str) -> str | None:
-        found = self.find(res_type, conditions, conn)
-        if len(found) > 1:
-            raise FhirError.of(412, f"{what} coincide con varios recursos {res_type}; precise la búsqueda", "multiple-matches")
-        return found[0] if found else None
 
     def _lock_condition(self, conn: sa.Connection, res_type: str, query: str) -> None:
         """Serialize conditional writes with the same condition (SQLite already serializes writers)."""
@@ -560,6 +660,104 @@ class ResourceStore:
         if denied is not None:
             raise denied
 
+    # ------------------------------------------------ bundle entries (fhir/bundle.py)
+    # Each runs one entry's write or read on the caller's transaction, the way the job of the
+    # matching single interaction does, so a transaction Bundle can hold many in one job.
+
+    def with_gate(self, gate: AccessGate) -> ResourceStore:
+        """This store (same engines, same group committer) deciding access through ``gate``."""
+        view = object.__new__(ResourceStore)
+        view.__dict__.update(self.__dict__)
+        view.gate = gate
+        return view
+
+    def _create_in(
+        self,
+        conn: sa.Connection,
+        caller: Caller,
+        res_type: str,
+        res_id: str,
+        prepared: _Prepared,
+        if_none_exist: str | None = None,
+        conditions: list[tuple[str, str]] | None = None,
+    ) -> _Outcome:
+        """Create, or answer the one match of ``if_none_exist`` (conditional create)."""
+        if if_none_exist is not None:
+            found = self._match_in(conn, res_type, if_none_exist, conditions, "La condición If-None-Exist")
+            if found:
+                existing = self._current(conn, res_type, found)
+                access = Access("read", res_type, found, existing.patient_key)
+                denied = self.gate.authorize_in(conn, caller.principal, access, source=caller.source)
+                return WriteResult(existing, created=False, changed=False), denied
+        return self._put_version(conn, caller, res_type, res_id, prepared, None, "POST", "create")
+
+    def _match_in(
+        self, conn: sa.Connection, res_type: str, query: str, conditions: list[tuple[str, str]], what: str = "La condición"
+    ) -> str | None:
+        """The id of the one current match of a conditional write's condition, None if none; 412 if several."""
+        self._lock_condition(conn, res_type, query)
+        found = self.find(res_type, conditions, conn)
+        if len(found) > 1:
+            raise FhirError.of(412, f"{what} coincide con varios recursos {res_type}; precise la búsqueda", "multiple-matches")
+        return found[0] if found else None
+
+    def _delete_in(
+        self, conn: sa.Connection, caller: Caller, res_type: str, res_id: str, expected: int | None = None
+    ) -> tuple[Stored | None, FhirError | None]:
+        """Logical delete; None when there is nothing to delete. ``expected``: If-Match version."""
+        current = self._current(conn, res_type, res_id, for_update=True)
+        if expected is not None and (current is None or current.version_id != expected):
+            raise errors.version_conflict(res_type, res_id, str(expected), current.version_id if current else 0)
+        access = Access("delete", res_type, res_id, current.patient_key if current else None)
+        denied = self.gate.authorize_in(conn, caller.principal, access, source=caller.source)
+        if denied is not None or current is None or current.deleted:
+            return None, denied
+        stored = Stored(res_type, res_id, current.version_id + 1, utcnow(), True, b"", current.patient_key, "DELETE")
+        self._write_rows(conn, stored, current, index_rows=None)
+        return stored, None
+
+    def _read_in(
+        self, conn: sa.Connection, caller: Caller, res_type: str, res_id: str, version: int | None = None
+    ) -> tuple[Stored | None, FhirError | None]:
+        """Read (or vread) inside a write transaction, seeing its earlier writes; 404/410 as read."""
+        if version is None:
+            stored = self._current(conn, res_type, res_id)
+        else:
+            flush_inserts(conn)
+            row = conn.execute(_VERSION, {"t": res_type, "i": res_id, "v": version}).first()
+            stored = Stored(*row) if row else None
+        access = Access("read" if version is None else "vread", res_type, res_id, stored.patient_key if stored else None)
+        denied = self.gate.authorize_in(conn, caller.principal, access, source=caller.source)
+        if denied is not None:
+            return None, denied
+        if stored is None and version is not None:
+            raise FhirError.of(404, f"No existe la versión {version} de {res_type}/{res_id}", "not-found")
+        if stored is None:
+            raise errors.not_found(res_type, res_id)
+        if stored.deleted:
+            raise errors.gone(res_type, res_id, stored.version_id)
+        return stored, None
+
+    def _search_in(
+        self, conn: sa.Connection, caller: Caller, res_type: str, params: list[tuple[str, str]], count: int
+    ) -> tuple[list[Stored], FhirError | None]:
+        """The first ``count`` matches of a search (in id order), inside a write transaction."""
+        denied = self.gate.authorize_in(conn, caller.principal, Access("search", res_type), source=caller.source)
+        if denied is not None:
+            return [], denied
+        ids = self.find(res_type, params, conn, limit=count) if count else []
+        query = sa.select(*_COLS).where(resource.c.res_type == res_type, resource.c.res_id.in_(ids))
+        rows = conn.execute(query).all() if ids else []
+        return sorted((Stored(*r) for r in rows), key=lambda s: s.res_id), None
+
+    def _record_denied(self, caller: Caller, accesses: Iterable[Access]) -> FhirError | None:
+        """Record, in a transaction of its own, the audit entries of accesses that were denied
+        inside a transaction since rolled back (a Bundle's); returns the denial."""
+        accesses = tuple(accesses)  # the job may run twice
+        return self._commit(
+            lambda conn: (self.gate.authorize_in(conn, caller.principal, *accesses, source=caller.source), None)
+        )
+
 
 def _etag_version(if_match: str) -> int:
     value = if_match.strip()
@@ -582,3 +780,8 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str, str, int]:
         return datetime.fromisoformat(ts), str(rtype), str(rid), int(ver)
     except Exception:  # noqa: BLE001 - any malformed cursor is the client's error
         raise errors.bad_request("Cursor de página inválido; vuelva a pedir la primera página") from None
+
+
+# Statements of conditions (conditional references of Bundles), by (type, parameters, limit).
+_CONDITION_STATEMENTS: dict[tuple, sa.Select] = {}
+_CONDITION_STATEMENTS_MAX = 2048

@@ -17,14 +17,14 @@ from expediente.fhir.errors import FhirError
 from expediente.security.audit import AuditEntry, AuditUnavailable, AuditWriter
 from expediente.security.principal import Principal
 
-READS = frozenset({"read", "vread", "history", "search"})
+READS = frozenset({"read", "vread", "history", "search", "everything"})
 WRITES = frozenset({"create", "update", "delete"})
 CARE_ROLES = frozenset({"administrator", "physician", "nurse", "radiologist", "imaging_technician", "system"})
 
 
 @dataclass(frozen=True, slots=True)
 class Access:
-    action: str  # read | vread | history | search | create | update | delete
+    action: str  # read | vread | history | search | everything | create | update | delete
     res_type: str | None
     res_id: str | None = None
     patient_key: str | None = None

@@ -15,6 +15,8 @@ patients (which facilities were already yielded, the CURPs and cédulas already 
 patients before. So the same ``(patients, seed)`` gives identical output, and ``generate(n, seed)`` is a
 prefix of ``generate(m, seed)`` for ``n < m``: benchmarks at several sizes share their data. Dates are
 relative to ``as_of`` (a fixed default, not today), covering the ``HISTORY_YEARS`` before it.
+``generate_range(start, stop, seed)`` (or a ``PopulationStream``) gives the part of the stream for patients
+[start, stop), so separate processes can each produce one slice: concatenated, the slices are the full run.
 
 Per patient, on average: 1 Patient, 1 Coverage, ~13 Encounter (almost all ambulatory; 0.15 emergency and
 0.05 inpatient), ~13 Composition (one progress note per encounter), ~33 MedicationRequest, ~22
@@ -1114,6 +1116,48 @@ class _PatientBuilder:
 # ------------------------------------------------------------------------------------------------
 
 
+class PopulationStream:
+    """A position in the population of one seed: the resources of the next patients, in order.
+
+    ``take(n)`` yields what ``generate`` yields for the next ``n`` patients (the paying institutions
+    first when at the start, each facility and physician right before the first patient who uses
+    it); ``skip(n)`` moves past ``n`` patients without yielding them, their shared resources
+    counting as already yielded. So ``skip(a)`` then ``take(b - a)`` yields exactly the part of
+    ``generate(b, seed)`` that follows ``generate(a, seed)``: processes can each produce their own
+    slice of patients and, together, every resource once. Skipping costs as much as generating
+    (what is shared between patients depends on all the patients before), without the output.
+    """
+
+    def __init__(self, seed: int, *, as_of: date = DEFAULT_AS_OF):
+        self.seed = seed
+        self.as_of = as_of
+        self.position = 0  # index of the next patient
+        self._registry = _Registry(seed)
+
+    def skip(self, patients: int) -> None:
+        if patients < 0:
+            raise ValueError("patients must be >= 0")
+        registry = self._registry
+        for index in range(self.position, self.position + patients):
+            _PatientBuilder(registry, self.seed, index, self.as_of).build()
+            registry.pending.clear()  # the institutions too, on a first skip: yielded before
+            self.position = index + 1
+
+    def take(self, patients: int) -> Iterator[dict]:
+        """The next ``patients`` patients' resources; the position advances as they are consumed."""
+        if patients < 0:
+            raise ValueError("patients must be >= 0")
+        registry = self._registry
+        if registry.pending:
+            yield from registry.take_pending()
+        for index in range(self.position, self.position + patients):
+            resources = _PatientBuilder(registry, self.seed, index, self.as_of).build()
+            self.position = index + 1
+            if registry.pending:
+                yield from registry.take_pending()
+            yield from resources
+
+
 def generate(patients: int, seed: int, *, as_of: date = DEFAULT_AS_OF) -> Iterator[dict]:
     """Yield the FHIR R4 resources of a synthetic population of ``patients`` people, deterministically.
 
@@ -1123,13 +1167,20 @@ def generate(patients: int, seed: int, *, as_of: date = DEFAULT_AS_OF) -> Iterat
     """
     if patients < 0:
         raise ValueError("patients must be >= 0")
-    registry = _Registry(seed)
-    yield from registry.take_pending()
-    for index in range(patients):
-        resources = _PatientBuilder(registry, seed, index, as_of).build()
-        if registry.pending:
-            yield from registry.take_pending()
-        yield from resources
+    yield from PopulationStream(seed, as_of=as_of).take(patients)
+
+
+def generate_range(start: int, stop: int, seed: int, *, as_of: date = DEFAULT_AS_OF) -> Iterator[dict]:
+    """The resources of patients ``start`` to ``stop - 1``: for ``start > 0``, what ``generate(stop, seed)``
+    yields after ``generate(start, seed)``; from 0, ``generate(stop, seed)`` itself (the paying
+    institutions included). So the ranges [0, a), [a, b)... [y, n) together give ``generate(n, seed)``,
+    every shared facility, physician and institution once. A range starting at ``start`` first replays
+    the ``start`` patients before it (see ``PopulationStream``)."""
+    if not 0 <= start <= stop:
+        raise ValueError("expected 0 <= start <= stop")
+    stream = PopulationStream(seed, as_of=as_of)
+    stream.skip(start)
+    yield from stream.take(stop - start)
 
 
 def write_ndjson(resources: Iterable[dict], out_dir: Path) -> dict[str, int]:

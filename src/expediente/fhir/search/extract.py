@@ -7,17 +7,19 @@ the resource belongs to. Both are pure functions of the JSON (no database access
 
 Row shapes (the store adds ``res_type``, ``res_id`` and ``patient_key``):
 
-- token: ``param, system, code, text_norm``
+- token: ``param, system, code, text_norm, type_system, type_code`` (the last two: an
+  Identifier's type coding, one row per type coding)
 - string: ``param, value_norm, value_exact``
 - reference: ``param, target_type, target_id, url``
 - date: ``param, low, high`` (naive UTC datetimes, inclusive; ``None`` = open)
 - number: ``param, value``
 - quantity: ``param, value, system, code``
 - uri: ``param, uri``
+- composite: ``param, system1, code1, system2, code2, value2, low2, high2``: one row per
+  combination of component values taken from the same element (see ``_composite_rows``)
 
 ``_id`` and ``_lastUpdated`` are not indexed: they are the ``res_id`` and ``last_updated``
-columns of the ``resource`` table. Composite and special (``near``) parameters have no table
-and are not indexed.
+columns of the ``resource`` table. Special parameters (``near``) are not indexed.
 """
 
 from __future__ import annotations
@@ -52,13 +54,14 @@ log = logging.getLogger(__name__)
 
 # Value columns of each index table, in row-tuple order (after ``param``).
 INDEX_COLUMNS: dict[str, tuple[str, ...]] = {
-    "token": ("system", "code", "text_norm"),
+    "token": ("system", "code", "text_norm", "type_system", "type_code"),
     "string": ("value_norm", "value_exact"),
     "reference": ("target_type", "target_id", "url"),
     "date": ("low", "high"),
     "number": ("value",),
     "quantity": ("value", "system", "code"),
     "uri": ("uri",),
+    "composite": ("system1", "code1", "system2", "code2", "value2", "low2", "high2"),
 }
 _ROW_KEYS: dict[str, tuple[str, ...]] = {k: ("param",) + v for k, v in INDEX_COLUMNS.items()}
 
@@ -66,7 +69,7 @@ _ROW_KEYS: dict[str, tuple[str, ...]] = {k: ("param",) + v for k, v in INDEX_COL
 RESOURCE_COLUMN_PARAMS = frozenset({"_id", "_lastUpdated"})
 
 # Search types with no index table.
-_NOT_INDEXED_TYPES = frozenset({"composite", "special"})
+_NOT_INDEXED_TYPES = frozenset({"special"})
 
 
 def column_length(kind: str, column: str) -> int | None:
@@ -225,15 +228,15 @@ def _token_coding(c: dict, param: str, out: Rows) -> None:
     if system is None and code is None and text is None:
         return
     out[(param, _clip(system, _TOKEN_SYSTEM) if type(system) is str else None,
-         _clip(code, _TOKEN_CODE) if type(code) is str else None, text)] = None
+         _clip(code, _TOKEN_CODE) if type(code) is str else None, text, None, None)] = None
 
 
 def _token(v: Any, param: str, out: Rows) -> None:
     tv = type(v)
     if tv is str:
-        out[(param, None, _clip(v, _TOKEN_CODE), None)] = None
+        out[(param, None, _clip(v, _TOKEN_CODE), None, None, None)] = None
     elif tv is bool:
-        out[(param, None, "true" if v else "false", None)] = None
+        out[(param, None, "true" if v else "false", None, None, None)] = None
     elif tv is dict:
         if "coding" in v or ("text" in v and "value" not in v and "code" not in v):
             # CodeableConcept: one row per coding, one for the text.
@@ -242,7 +245,7 @@ def _token(v: Any, param: str, out: Rows) -> None:
                     _token_coding(c, param, out)
             text = _norm_clip(v.get("text"), _TOKEN_TEXT)
             if text is not None:
-                out[(param, None, None, text)] = None
+                out[(param, None, None, text, None, None)] = None
         elif "value" in v and "code" not in v:
             value = v.get("value")
             system = v.get("system")
@@ -253,16 +256,29 @@ def _token(v: Any, param: str, out: Rows) -> None:
             if system in _CONTACT_SYSTEMS or "rank" in v:
                 # ContactPoint: the value is the token.
                 if value is not None:
-                    out[(param, None, _clip(value, _TOKEN_CODE), None)] = None
+                    out[(param, None, _clip(value, _TOKEN_CODE), None, None, None)] = None
             elif value is not None or system is not None:
-                # Identifier: system|value, type.text as text.
-                type_ = v.get("type")
-                text = _norm_clip(type_.get("text"), _TOKEN_TEXT) if type(type_) is dict else None
-                out[(param, _clip(system, _TOKEN_SYSTEM), _clip(value, _TOKEN_CODE), text)] = None
+                _identifier(v, _clip(system, _TOKEN_SYSTEM), _clip(value, _TOKEN_CODE), param, out)
         else:
             _token_coding(v, param, out)  # Coding
     elif tv is int or tv is float or tv is Decimal:
-        out[(param, None, _clip(str(v), _TOKEN_CODE), None)] = None
+        out[(param, None, _clip(str(v), _TOKEN_CODE), None, None, None)] = None
+
+
+def _identifier(v: dict, system: str | None, value: str | None, param: str, out: Rows) -> None:
+    """Identifier: system|value, type.text as text, one row per type coding (for :of-type)."""
+    type_ = v.get("type")
+    if type(type_) is not dict:
+        out[(param, system, value, None, None, None)] = None
+        return
+    text = _norm_clip(type_.get("text"), _TOKEN_TEXT)
+    codings = [c for c in type_.get("coding") or () if type(c) is dict and type(c.get("code")) is str]
+    if not codings:
+        out[(param, system, value, text, None, None)] = None
+    for c in codings:
+        ts = c.get("system")
+        out[(param, system, value, text, _clip(ts, _TOKEN_SYSTEM) if type(ts) is str else None,
+             _clip(c["code"], _TOKEN_CODE))] = None
 
 
 def _string_value(s: Any, param: str, out: Rows) -> None:
@@ -427,6 +443,42 @@ def _uri(v: Any, param: str, out: Rows) -> None:
         out[(param, _clip(v, _URI))] = None
 
 
+def _slot(kind: str, row: tuple) -> tuple:
+    """One component's index row as a composite slot: ``(system, code, value, low, high)``."""
+    if kind == "token":
+        return row[1], row[2], None, None, None
+    if kind == "reference":
+        return None, row[3] if row[3] is not None else f"{row[1]}/{row[2]}", None, None, None
+    if kind == "string":
+        return None, row[1], None, None, None
+    if kind == "quantity":
+        return row[2], row[3], row[1], None, None
+    if kind == "date":
+        return None, None, None, row[1], row[2]
+    if kind == "number":
+        return None, None, row[1], None, None
+    return None, row[1], None, None, None  # uri
+
+
+_Component = tuple[str, Callable[[Any], list], Converter]
+
+
+def _composite(v: Any, param: str, out: Rows, components: tuple[_Component, _Component] = ()) -> None:
+    """Rows for one element of a composite's base (an Observation, one of its components...):
+    every combination of the first component's values with the second's."""
+    slots: list[list[tuple]] = []
+    for kind, fn, conv in components:
+        rows: Rows = {}
+        for x in fn(v):
+            conv(x, param, rows)
+        slots.append([_slot(kind, r) for r in rows if kind != "token" or r[2] is not None])
+        if not slots[-1]:
+            return
+    for first in slots[0]:
+        for second in slots[1]:
+            out[(param, first[0], first[1], *second)] = None
+
+
 _CONVERTERS: dict[str, tuple[str, Converter]] = {
     "token": ("token", _token),
     "string": ("string", _string),
@@ -461,7 +513,7 @@ def _plan(res_type: str) -> tuple[tuple[str, str, Callable[[Any], list], Convert
     for code, sp in params_for(res_type).items():
         if code in RESOURCE_COLUMN_PARAMS or sp.type in _NOT_INDEXED_TYPES:
             continue
-        kind, conv = _CONVERTERS[sp.type]
+        kind, conv = _CONVERTERS.get(sp.type, ("composite", _uri))
         param = _clip(code, _PARAM) or code
         if sp.type == "string":
             # X.name.family: index the HumanName so its family-name extensions
@@ -480,12 +532,33 @@ def _plan(res_type: str) -> tuple[tuple[str, str, Callable[[Any], list], Convert
             expr = " | ".join(plain)
         else:
             expr = sp.expression
-        if sp.type == "reference" and sp.targets:
+        if sp.type == "composite":
+            conv = _composite_converter(res_type, sp)
+            if conv is None:
+                continue
+        elif sp.type == "reference" and sp.targets:
             conv = functools.partial(_reference, targets=frozenset(sp.targets))
         fn = _compile(res_type, code, expr)
         if fn is not None:
             plan.append((param, kind, fn, conv))
     return tuple(plan)
+
+
+def _composite_converter(res_type: str, sp) -> Converter | None:
+    """The converter of a two-component composite, or None when it cannot be indexed."""
+    if len(sp.components) != 2:
+        return None
+    params = params_for(res_type)
+    comps = []
+    for comp_code, expr in sp.components:
+        comp = params.get(comp_code)
+        fn = _compile(res_type, sp.code, expr)
+        if comp is None or fn is None or comp.type not in _CONVERTERS:
+            return None
+        comps.append((comp.type, fn, _CONVERTERS[comp.type][1]))
+    if comps[0][0] not in ("token", "reference", "string", "uri"):
+        return None
+    return functools.partial(_composite, components=tuple(comps))
 
 
 def unsupported_params() -> dict[tuple[str, str], str]:

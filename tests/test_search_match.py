@@ -10,7 +10,8 @@ import pytest
 import sqlalchemy as sa
 
 from expediente.db import schema
-from expediente.fhir.search.basic import SearchError, match_query, split_token, split_values
+from expediente.fhir.search.clauses import SearchError, split_token, split_values
+from expediente.fhir.search.engine import match_query
 from expediente.fhir.search.extract import extract_index, patient_key
 
 CURP = "urn:oid:2.16.840.1.113883.4.629"
@@ -207,7 +208,7 @@ def find(engine: sa.Engine, res_type: str, params: list[tuple[str, str]] | str) 
         ("Patient", "birthdate=1990-05", {"1"}),
         ("Patient", "birthdate=1990-05-04", {"1"}),
         ("Patient", "birthdate=eq1990-05-04", {"1"}),
-        ("Patient", "birthdate=1990-12-25", {"3"}),
+        ("Patient", "birthdate=1990-12-25", set()),  # eq: the stored month is not inside that day
         ("Patient", "birthdate=1991", set()),
         ("Patient", "birthdate=1985,1990-05", {"1", "2"}),
         ("Observation", "date=2024-03-01", {"o1"}),
@@ -216,9 +217,13 @@ def find(engine: sa.Engine, res_type: str, params: list[tuple[str, str]] | str) 
         ("Observation", "date=2024-03-01T10:30:00Z", set()),
         ("Observation", "date=2024-02", {"o2"}),
         ("Observation", "date=2024-02-03", set()),
-        ("Encounter", "date=2024-01-11", {"e1"}),
+        ("Encounter", "date=2024-01-11", set()),  # eq: the period must lie inside the day
+        ("Encounter", "date=2024-01", {"e1"}),
+        ("Encounter", "date=ge2024-01-11", {"e1", "e2"}),
+        ("Encounter", "date=sa2024-01-31", {"e2"}),
         ("Encounter", "date=2024-01-13", set()),
-        ("Encounter", "date=2030", {"e2"}),  # open-ended period
+        ("Encounter", "date=2030", set()),  # an open-ended period is inside no year
+        ("Encounter", "date=gt2030", {"e2"}),  # ...but it goes beyond any
         ("Encounter", "date=2024-02-01T07:00:00Z", set()),
         # reference
         ("Observation", "subject=Patient/1", {"o1"}),
@@ -276,16 +281,16 @@ def test_type_scoped(engine):
     [
         ("Patient", [("foo", "1")], "Parámetro de búsqueda desconocido para Patient: 'foo'"),
         ("Patient", [("family:sounds", "x")], "':sounds'"),
-        ("Patient", [("identifier:of-type", "x")], "':of-type'"),
-        ("Patient", [("birthdate", "gt1990")], "Prefijo"),
+        ("Patient", [("identifier:of-type", "x")], "of-type"),
+        ("Patient", [("birthdate", "xx1990")], "Fecha inválida"),
         ("Patient", [("birthdate", "mayo")], "Fecha inválida"),
         ("Patient", [("family", "")], "no tiene valor"),
         ("Patient", [("family", "   ")], "no tiene valor"),
-        ("Patient", [("general-practitioner.name", "x")], "encadenada"),
+        ("Patient", [("general-practitioner.name.family", "x")], "un nivel"),
         ("Foo", [("_id", "1")], "Tipo de recurso no soportado"),
         ("Location", [("near", "1|2|3|km")], "no soportado"),
-        ("Observation", [("code-value-quantity", "x$1")], "no soportado"),
-        ("Observation", [("subject:Foo", "1")], "':Foo'"),
+        ("Observation", [("code-value-quantity", "x")], "primero$segundo"),
+        ("Observation", [("subject:Foo", "1")], "no puede referirse a Foo"),
         ("Observation", [("value-quantity", "abc")], "Número inválido"),
         ("Patient", [("gender:missing", "quizas")], ":missing"),
     ],
