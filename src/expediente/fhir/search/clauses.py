@@ -37,6 +37,7 @@ Bad input raises ``SearchError`` with a Spanish message.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -308,8 +309,18 @@ def as_filter(match: Match, outer: sa.FromClause, *, correlated: bool) -> sa.Col
     return sa.not_(cond) if match.negate else cond
 
 
-def _index_match(kind: str, res_type: str, code: str, conds: list, *, negate: bool = False, selectivity: int = 5) -> Match:
-    t = INDEX_TABLES[kind].alias()
+@functools.cache
+def index_alias(kind: str, depth: int = 0) -> sa.FromClause:
+    """One alias per index table and nesting level, built once: sibling subqueries may share
+    it, nested ones (chains, _has) get their own level. Building aliases per query was half
+    the cost of preparing a search."""
+    return INDEX_TABLES[kind].alias(f"{kind}_{depth}")
+
+
+def _index_match(
+    kind: str, res_type: str, code: str, conds: list, *, negate: bool = False, selectivity: int = 5, depth: int = 0
+) -> Match:
+    t = index_alias(kind, depth)
     where = [t.c.res_type == res_type, t.c.param == code]
     where.append(sa.or_(*(c(t) for c in conds)) if len(conds) > 1 else conds[0](t))
     return Match(res_type, t, where, t.c.res_id, negate=negate, selectivity=selectivity)
@@ -568,16 +579,18 @@ def criterion(res_type: str, name: str, value: str, *, depth: int = 0) -> Match:
         conds = _date_conds(sp, "", values)
         return Match(res_type, direct=lambda r: sa.or_(*(c(_Cols(r.c.last_updated)) for c in conds)), selectivity=6)
     if modifier == "missing":
-        return _missing(res_type, sp, values)
+        return _missing(res_type, sp, values, depth)
     _check_modifier(sp, modifier)
     if sp.type == "composite":
-        return _index_match("composite", res_type, code, _composite_conds(res_type, sp, values), selectivity=3)
+        return _index_match("composite", res_type, code, _composite_conds(res_type, sp, values), selectivity=3, depth=depth)
     build = _CONDS.get(sp.type)
     if build is None:
         raise SearchError(f"Tipo de parámetro de búsqueda no soportado: '{code}' ({sp.type})", "not-supported")
     conds = build(sp, modifier if sp.type != "reference" or modifier in sp.targets else "", values)
     negate = modifier == "not"
-    return _index_match(sp.type, res_type, code, conds, negate=negate, selectivity=_selectivity(sp, modifier, negate))
+    return _index_match(
+        sp.type, res_type, code, conds, negate=negate, selectivity=_selectivity(sp, modifier, negate), depth=depth
+    )
 
 
 class _Cols:
@@ -616,12 +629,12 @@ def _check_modifier(sp: SearchParam, modifier: str) -> None:
         raise _bad_modifier(sp.code, modifier)
 
 
-def _missing(res_type: str, sp: SearchParam, values: list[str]) -> Match:
+def _missing(res_type: str, sp: SearchParam, values: list[str], depth: int) -> Match:
     if len(values) != 1 or values[0] not in ("true", "false"):
         raise SearchError(f"El modificador ':missing' de '{sp.code}' admite solo 'true' o 'false'")
     if sp.type not in INDEX_TABLES:
         raise _bad_modifier(sp.code, "missing")
-    match = _index_match(sp.type, res_type, sp.code, [lambda t: sa.true()])
+    match = _index_match(sp.type, res_type, sp.code, [lambda t: sa.true()], depth=depth)
     match.negate = values[0] == "true"
     match.selectivity = 9 if match.negate else 7
     return match
@@ -639,7 +652,7 @@ def _chain(res_type: str, sp: SearchParam, modifier: str, chained: str, value: s
     targets = [modifier] if modifier else [t for t in sp.targets if t in SERVED and chained_code in params_for(t)]
     if not targets:
         raise SearchError(f"Ningún destino de '{sp.code}' tiene el parámetro '{chained_code[:60]}'")
-    t = INDEX_TABLES["reference"].alias()
+    t = index_alias("reference", depth)
     per_target = []
     for target in targets:
         inner = criterion(target, chained, value, depth=depth + 1)
@@ -668,6 +681,6 @@ def _reverse_chain(res_type: str, name: str, value: str, depth: int) -> Match:
     if ref.targets and res_type not in ref.targets:
         raise SearchError(f"{source}.{ref_code} no puede referirse a {res_type}")
     inner = criterion(source, rest, value, depth=depth + 1)
-    t = INDEX_TABLES["reference"].alias()
+    t = index_alias("reference", depth)
     where = [t.c.res_type == source, t.c.param == ref_code, t.c.target_type == res_type]
     return Match(res_type, t, where, t.c.target_id, selectivity=4, link=(inner, t.c.res_id))

@@ -22,7 +22,7 @@ from datetime import datetime
 import orjson
 import sqlalchemy as sa
 
-from expediente.db.schema import INDEX_TABLES, resource
+from expediente.db.schema import resource
 from expediente.fhir.resource_types import SERVED
 from expediente.fhir.search.clauses import (
     RESULT_PARAMS,
@@ -30,6 +30,7 @@ from expediente.fhir.search.clauses import (
     SearchError,
     as_filter,
     criterion,
+    index_alias,
     split_values,
 )
 from expediente.fhir.search.registry import compartment_params, params_for
@@ -216,7 +217,7 @@ def _compartment_match(res_type: str, comp_type: str, comp_id: str) -> Match:
     codes = compartment_params(res_type)
     if not codes:
         raise SearchError(f"{res_type} no pertenece al compartimento de un paciente", "not-supported")
-    t = INDEX_TABLES["reference"].alias()
+    t = index_alias("reference")
     where = [t.c.res_type == res_type, t.c.param.in_(codes), t.c.target_type == "Patient", t.c.target_id == comp_id]
     return Match(res_type, t, where, t.c.res_id, selectivity=0)
 
@@ -242,7 +243,7 @@ def _sort_expr(spec: SearchSpec, code: str, kind: str, desc: bool) -> sa.ColumnE
         return resource.c.res_id
     if code == "_lastUpdated":
         return resource.c.last_updated
-    t = INDEX_TABLES[kind].alias()
+    t = index_alias(kind)
     asc_col, desc_col = _SORT_COLUMNS[kind]
     agg = sa.func.max(t.c[desc_col]) if desc else sa.func.min(t.c[asc_col])
     return (
