@@ -481,3 +481,26 @@ def test_cursor_from_another_query_is_refused_not_crashed(client, auth, world):
 
 def test_search_requires_authentication(client, world):
     assert client.get("/fhir/Patient?family=pena").status_code == 401
+
+
+# ------------------------------------------------------------------------------ fuzzing
+
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st  # noqa: E402
+
+_NAMES = st.sampled_from([
+    "family", "given", "name", "identifier", "gender", "birthdate", "organization", "general-practitioner",
+    "_id", "_lastUpdated", "_tag", "_sort", "_count", "_include", "_revinclude", "_has:Condition:patient:code",
+    "organization.name", "family:exact", "family:contains", "gender:not", "identifier:of-type", "birthdate:missing",
+    "_summary", "_elements", "_total", "_cursor", "foo", "family:bar", "x.y.z",
+])
+_VALUES = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40) | st.sampled_from(
+    ["ge2024", "lt", "eq1990-13", "a|b|c", "a$b", "\\,", ",", "|", "1e400", "-1", "Patient/x", "' OR '1'='1", "%00"]
+)
+
+
+@hsettings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(params=st.lists(st.tuples(_NAMES, _VALUES), min_size=1, max_size=4))
+def test_any_query_is_answered_200_or_400_never_500(client, auth, params):
+    r = client.get("/fhir/Patient", params=params, headers=auth)
+    assert r.status_code in (200, 400), (params, r.status_code, r.text[:300])
+    assert r.json()["resourceType"] in ("Bundle", "OperationOutcome")
