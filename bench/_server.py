@@ -13,6 +13,8 @@ What is here (each piece usable on its own):
   server's process tree, the local PostgreSQL cluster, and the whole machine (/proc/stat), so a
   reader can see how the cores were shared. Reads /proc directly (no psutil).
 - ``machine_info()``: nproc, CPU model, memory, kernel, Python.
+- ``run_main(main, interrupted)``: the ``if __name__ == "__main__":`` of a benchmark: SIGTERM acts
+  as Ctrl-C (servers stopped, temporary data removed), an interruption exits 130 with a message.
 
 Progress goes to stderr through ``log``; nothing here writes to stdout.
 """
@@ -33,10 +35,11 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import orjson
 
@@ -49,6 +52,22 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _interrupt(_signum, _frame) -> None:
+    raise KeyboardInterrupt
+
+
+def run_main(main: Callable[[], int | None], interrupted: str) -> NoReturn:
+    """Run a benchmark script's ``main`` and exit with its status. SIGTERM interrupts it like Ctrl-C,
+    so its ``with`` blocks stop the server and remove temporary data on the way out; an
+    interruption logs ``interrupted; <interrupted>`` and exits 130."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        log(f"interrupted; {interrupted}")
+        sys.exit(130)
 
 
 def free_port() -> int:

@@ -40,7 +40,6 @@ import asyncio
 import itertools
 import os
 import random
-import signal
 import statistics
 import sys
 from collections import Counter
@@ -443,14 +442,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _sigterm(_signum, _frame):
-    raise KeyboardInterrupt
-
-
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _sigterm)
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        log("interrupted; server stopped and temporary data removed")
-        sys.exit(130)
+    _server.run_main(main, "server stopped and temporary data removed")

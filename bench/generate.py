@@ -16,7 +16,7 @@ import tempfile
 
 import orjson
 
-from _server import BACKENDS, backend, expediente, log, machine_info, pg_admin_url
+from _server import BACKENDS, backend, expediente, log, machine_info, pg_admin_url, run_main
 
 
 def _run(env: dict[str, str], patients: int, seed: int, extra: list[str]) -> dict:
@@ -60,4 +60,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "temporary data removed")

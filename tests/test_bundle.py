@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-from urllib.parse import urlencode
 
 import pytest
 import sqlalchemy as sa
 
 from expediente.db.schema import INDEX_TABLES, audit_log, resource, resource_history
+from expediente.synth.bundles import SHARED_TYPES, references, split_patients, transaction_bundle
 from expediente.synth.generator import generate
 
 CURP_SYSTEM = "urn:oid:2.16.840.1.113883.4.629"
 CEDULA_SYSTEM = "urn:oid:2.16.840.1.113883.3.215.12.18"
-SHARED_TYPES = ("Organization", "Practitioner", "Location")
 
 
 # ------------------------------------------------------------------------------ builders
@@ -463,54 +462,15 @@ def test_batch_size_limit(client, auth):
 # ------------------------------------------------------------------------------ Synthea-style
 
 
-def _identifier_query(res: dict) -> str:
-    ident = res["identifier"][0]
-    return urlencode({"identifier": f"{ident['system']}|{ident['value']}"})
-
-
-def _rewrite_references(res: dict, to: dict[str, str]) -> None:
-    """Replace every 'Type/id' reference found in ``to``."""
-    stack = [res]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            if item.get("reference") in to:
-                item["reference"] = to[item["reference"]]
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-
-
 def synthea_style_bundles(min_entries: int = 200) -> tuple[dict, dict, int]:
     """One synthetic patient as Synthea sends it: a transaction that conditionally creates the
     organizations and practitioners, then the patient's transaction, whose own resources
     reference each other by urn:uuid and the shared ones by conditional references."""
     resources = next(rs for seed in range(1, 200) if len(rs := list(generate(1, seed))) >= min_entries)
-    shared = [r for r in resources if r["resourceType"] in SHARED_TYPES]
-    own = [r for r in resources if r["resourceType"] not in SHARED_TYPES]
-    to = {f"{r['resourceType']}/{r['id']}": f"{r['resourceType']}?{_identifier_query(r)}" for r in shared}
-    to |= {f"{r['resourceType']}/{r['id']}": f"urn:uuid:{r['id']}" for r in own}
-    hospital, record = [], []
-    for r in shared:
-        _rewrite_references(r, to)
-        hospital.append(post({k: v for k, v in r.items() if k != "id"}, ifNoneExist=_identifier_query(r)))
-    for r in own:
-        _rewrite_references(r, to)
-        record.append(post({k: v for k, v in r.items() if k != "id"}, f"urn:uuid:{r['id']}"))
-    return transaction(*hospital), transaction(*record), len(own)
-
-
-def _all_references(body) -> list[str]:
-    out, stack = [], [body]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            if isinstance(item.get("reference"), str):
-                out.append(item["reference"])
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return out
+    (group,) = split_patients(resources)
+    hospital = transaction_bundle(include=group.shared)
+    record = transaction_bundle(group.own, shared=group.shared)
+    return hospital, record, len(group.own)
 
 
 def test_synthea_style_patient_bundle(client, services, auth):
@@ -535,9 +495,9 @@ def test_synthea_style_patient_bundle(client, services, auth):
 
     with services.engine.connect() as conn:
         stored = {(t, i): b for t, i, b in conn.execute(sa.select(resource.c.res_type, resource.c.res_id, resource.c.body))}
-    references = [ref for body in stored.values() for ref in _all_references(orjson.loads(body))]
-    assert len(references) > own
-    dangling = [ref for ref in references if tuple(ref.split("/", 1)) not in stored]
+    refs = [ref for body in stored.values() for ref in references(orjson.loads(body))]
+    assert len(refs) > own
+    dangling = [ref for ref in refs if tuple(ref.split("/", 1)) not in stored]
     assert dangling == []
     # Every clinical resource belongs to the patient's compartment.
     patient_id = next(i for t, i in stored if t == "Patient")

@@ -76,6 +76,20 @@ def conditional_reference(resource: dict) -> str:
     return f"{resource['resourceType']}?{identifier_condition(resource)}"
 
 
+def references(node) -> Iterator[str]:
+    """Every ``Reference.reference`` in a resource (or any JSON value), contained resources included."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            ref = item.get("reference")
+            if isinstance(ref, str):
+                yield ref
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
 def split_patients(resources: Iterable[dict]) -> Iterator[PatientGroup]:
     """Cut a generated stream (``generate``, ``generate_range``, ``PopulationStream.take``) into one
     group per patient: the shared resources yielded since the previous patient, then the patient's
@@ -107,12 +121,12 @@ def referenced(resources: Iterable[dict], among: Mapping[str, dict]) -> list[dic
     through one another (a facility's ``partOf``), sorted by reference: for instance the facilities
     and physicians a store does not hold yet that a patient's Bundle must carry (``include``)."""
     found: dict[str, dict] = {}
-    todo = [ref for res in resources for ref in _references(res)]
+    todo = [ref for res in resources for ref in references(res)]
     while todo:
         ref = todo.pop()
         if ref in among and ref not in found:
             found[ref] = among[ref]
-            todo.extend(_references(among[ref]))
+            todo.extend(references(among[ref]))
     return [found[ref] for ref in sorted(found)]
 
 
@@ -155,7 +169,7 @@ def transaction_bundle(
         known = shared if isinstance(shared, Mapping) else {reference_to(r): r for r in shared}
         lookup = ChainMap(carried, known)
         for res in itertools.chain(carried.values(), own):
-            for ref in _references(res):
+            for ref in references(res):
                 if ref not in mapping and ref.partition("/")[0] in SHARED_TYPES:
                     target = lookup.get(ref)
                     if target is None:
@@ -180,21 +194,7 @@ def transaction_bundle(
     return bundle
 
 
-# ------------------------------------------------------------------ references
-
-
-def _references(node) -> Iterator[str]:
-    """Every Reference.reference in a resource."""
-    stack = [node]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            ref = item.get("reference")
-            if isinstance(ref, str):
-                yield ref
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
+# ------------------------------------------------------------------ helpers
 
 
 def _without_id(resource: dict) -> dict:
@@ -202,8 +202,7 @@ def _without_id(resource: dict) -> dict:
 
 
 def _rewritten(node, mapping: Mapping[str, str]):
-    """A copy of ``node`` with every Reference.reference found in ``mapping`` replaced (what is not
-    rewritten is shared with the input, which is never modified)."""
+    """A deep copy of ``node`` (a JSON value) with every Reference.reference found in ``mapping`` replaced."""
     if isinstance(node, dict):
         out = {}
         for k, v in node.items():
