@@ -36,7 +36,7 @@ from typing import Any
 
 from expediente.db.schema import INDEX_TABLES
 from expediente.fhir.search.fhirpath import FHIRPathError, compile_expression, parse_reference, split_union
-from expediente.fhir.search.registry import compartment_params, params_for
+from expediente.fhir.search.registry import choice_elements, compartment_params, params_for
 
 __all__ = [
     "extract_index",
@@ -507,9 +507,31 @@ def _compile(res_type: str, code: str, expr: str) -> Callable[[Any], list] | Non
         return None
 
 
+_ROOT_RE = re.compile(r"^\(*\s*(?P<type>[A-Z][A-Za-z]+)\.(?P<root>[a-z][A-Za-z]*)")
+
+
+def _roots(res_type: str, expr: str) -> frozenset[str] | None:
+    """The top-level JSON keys an expression can read (``value`` -> ``valueQuantity``...), or
+    None when that cannot be told from the text: a resource holding none of them has no value
+    for the parameter, and most parameters of a type are absent from any one resource."""
+    roots: set[str] = set()
+    choices = choice_elements()
+    for part in split_union(expr):
+        m = _ROOT_RE.match(part.strip())
+        if m is None or m.group("type") != res_type:
+            return None
+        root = m.group("root")
+        roots.add(root)
+        roots.update(root + suffix for suffix in choices.get(root, ()))
+    return frozenset(roots)
+
+
+Plan = tuple[tuple[str, str, Callable[[Any], list], Converter, frozenset[str] | None], ...]
+
+
 @functools.cache
-def _plan(res_type: str) -> tuple[tuple[str, str, Callable[[Any], list], Converter], ...]:
-    plan: list[tuple[str, str, Callable[[Any], list], Converter]] = []
+def _plan(res_type: str) -> Plan:
+    plan: list = []
     for code, sp in params_for(res_type).items():
         if code in RESOURCE_COLUMN_PARAMS or sp.type in _NOT_INDEXED_TYPES:
             continue
@@ -524,7 +546,7 @@ def _plan(res_type: str) -> tuple[tuple[str, str, Callable[[Any], list], Convert
                 if m is not None:
                     fn = _compile(res_type, code, m.group("base"))
                     if fn is not None:
-                        plan.append((param, kind, fn, _family_converter))
+                        plan.append((param, kind, fn, _family_converter, _roots(res_type, part)))
                 else:
                     plain.append(part)
             if not plain:
@@ -540,7 +562,7 @@ def _plan(res_type: str) -> tuple[tuple[str, str, Callable[[Any], list], Convert
             conv = functools.partial(_reference, targets=frozenset(sp.targets))
         fn = _compile(res_type, code, expr)
         if fn is not None:
-            plan.append((param, kind, fn, conv))
+            plan.append((param, kind, fn, conv, _roots(res_type, expr)))
     return tuple(plan)
 
 
@@ -585,7 +607,9 @@ def extract_index(resource: dict) -> dict[str, list[dict]]:
     if type(res_type) is not str:
         return {}
     buckets: dict[str, Rows] = {}
-    for param, kind, fn, conv in _plan(res_type):
+    for param, kind, fn, conv, roots in _plan(res_type):
+        if roots is not None and roots.isdisjoint(resource):
+            continue
         try:
             values = fn(resource)
             if not values:
