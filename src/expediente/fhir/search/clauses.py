@@ -657,8 +657,13 @@ def _chain(res_type: str, sp: SearchParam, modifier: str, chained: str, value: s
     for target in targets:
         inner = criterion(target, chained, value, depth=depth + 1)
         inner_ids = ids(inner)
-        cond = t.c.target_id.notin_(inner_ids) if inner.negate else t.c.target_id.in_(inner_ids)
-        per_target.append(sa.and_(t.c.target_type == target, cond))
+        if inner.negate:
+            # "points at a live <target> that does not match": never a missing or deleted one.
+            r = resource.alias(f"chained_{depth}")
+            inner_ids = sa.select(r.c.res_id).where(
+                r.c.res_type == target, r.c.deleted == sa.false(), r.c.res_id.notin_(inner_ids)
+            )
+        per_target.append(sa.and_(t.c.target_type == target, t.c.target_id.in_(inner_ids)))
     where = [t.c.res_type == res_type, t.c.param == sp.code, sa.or_(*per_target)]
     # Drives from the target side: "patients with this CURP" is small, their results follow.
     return Match(res_type, t, where, t.c.res_id, selectivity=2)
