@@ -530,3 +530,11 @@ def test_composite_rows_pair_values_of_the_same_element():
     got = {(r["code1"], r["value2"]) for r in rows(extract_index(obs), "composite", "component-code-value-quantity")}
     # Systolic with 120 and diastolic with 80, never systolic with 80.
     assert got == {("8480-6", 120.0), ("8462-4", 80.0)}
+
+
+def test_expressions_with_a_value_when_the_element_is_absent_still_run():
+    # "Patient.deceased.exists() and Patient.deceased != false": a Patient without deceased[x]
+    # is indexed deceased=false, so "deceased=false" finds the living.
+    assert rows(extract_index({"resourceType": "Patient", "id": "vivo"}), "token", "deceased") == [
+        {"system": None, "code": "false", "text_norm": None}
+    ]

@@ -507,6 +507,7 @@ def _compile(res_type: str, code: str, expr: str) -> Callable[[Any], list] | Non
         return None
 
 
+_VALUE_FROM_NOTHING_RE = re.compile(r"\b(exists|empty|not|count|iif|allFalse|anyFalse)\(|\s(and|or|xor|implies)\s")
 _ROOT_RE = re.compile(r"^\(*\s*(?P<type>[A-Z][A-Za-z]+)\.(?P<root>[a-z][A-Za-z]*)")
 
 
@@ -514,6 +515,8 @@ def _roots(res_type: str, expr: str) -> frozenset[str] | None:
     """The top-level JSON keys an expression can read (``value`` -> ``valueQuantity``...), or
     None when that cannot be told from the text: a resource holding none of them has no value
     for the parameter, and most parameters of a type are absent from any one resource."""
+    if _VALUE_FROM_NOTHING_RE.search(expr):
+        return None  # e.g. "deceased.exists() and deceased != false" is false when absent
     roots: set[str] = set()
     choices = choice_elements()
     for part in split_union(expr):
