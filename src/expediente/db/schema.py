@@ -82,8 +82,10 @@ idx_token = _index_table(
 )
 # Every lookup index ends with res_id: an equality probe for one resource ("has this
 # Observation that code?") is then one seek, whatever the planner's statistics say.
+# Token: res_id before system, so "status=active" (no system) still probes one resource with
+# one seek; a system|code lookup filters system inside the index.
 sa.Index(
-    "ix_idx_token_lookup", idx_token.c.res_type, idx_token.c.param, idx_token.c.code, idx_token.c.system, idx_token.c.res_id
+    "ix_idx_token_lookup", idx_token.c.res_type, idx_token.c.param, idx_token.c.code, idx_token.c.res_id, idx_token.c.system
 )
 
 idx_string = _index_table(

@@ -16,7 +16,7 @@ depends_on = None
 
 
 _LOOKUPS = (
-    ("idx_token", "ix_idx_token_lookup", ["res_type", "param", "code", "system"], ["res_type", "param", "code", "system", "res_id"]),
+    ("idx_token", "ix_idx_token_lookup", ["res_type", "param", "code", "system"], ["res_type", "param", "code", "res_id", "system"]),
     ("idx_reference", "ix_idx_reference_lookup", ["target_id", "target_type", "param", "res_type"],
      ["target_id", "target_type", "param", "res_type", "res_id"]),
     ("idx_uri", "ix_idx_uri_lookup", ["res_type", "param", "uri"], ["res_type", "param", "uri", "res_id"]),
