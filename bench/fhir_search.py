@@ -809,7 +809,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--query", action="append", choices=tuple(QUERIES), help="repeatable; default: all")
     g.add_argument("--ingest-patients", type=int, default=100, help="patients (transaction Bundles) per ingest repeat; 0: no ingest")
     g.add_argument("--ingest-warmup", type=int, default=5, help="unmeasured Bundles before the ingest repeats")
-    g.add_argument("--ingest-clients", type=int, default=2, help="concurrent ingest clients")
+    g.add_argument("--ingest-clients", type=int, default=4, help="concurrent ingest clients (4: keep-alive connections reach both server processes)")
     args = p.parse_args(argv)
     args.backend = list(dict.fromkeys(args.backend or _server.BACKENDS))
     if args.pg_database is None:
