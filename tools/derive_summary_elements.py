@@ -52,7 +52,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "tools"))
 
+from derive_search_parameters import render  # noqa: E402  (same compact one-line-per-entry layout)
 from expediente.fhir.resource_types import SERVED_TYPES  # noqa: E402
 
 DEFAULT_SOURCE = Path(os.environ.get("EXPEDIENTE_FHIR_R4_DIR", "/work/shared/fhir-r4"))
@@ -180,30 +182,6 @@ def derive(source: Path, types: Iterable[str] = SERVED_TYPES) -> dict:
         "fhirVersion": "4.0.1",
         "resources": {t: derive_type(sds[t]) for t in types},
     }
-
-
-def render(doc: dict) -> str:
-    """Compact but diff-friendly JSON: one line per type and list."""
-    lines = ["{"]
-    items = list(doc.items())
-    for i, (key, value) in enumerate(items):
-        comma = "," if i < len(items) - 1 else ""
-        if key == "resources":
-            lines.append(f" {json.dumps(key)}: {{")
-            types = list(value.items())
-            for j, (type_name, entry) in enumerate(types):
-                c2 = "," if j < len(types) - 1 else ""
-                lines.append(f"  {json.dumps(type_name)}: {{")
-                fields = list(entry.items())
-                for n, (k3, v3) in enumerate(fields):
-                    c3 = "," if n < len(fields) - 1 else ""
-                    lines.append(f"   {json.dumps(k3)}: {json.dumps(v3, ensure_ascii=False)}{c3}")
-                lines.append(f"  }}{c2}")
-            lines.append(f" }}{comma}")
-        else:
-            lines.append(f" {json.dumps(key)}: {json.dumps(value, ensure_ascii=False)}{comma}")
-    lines.append("}")
-    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
