@@ -504,3 +504,11 @@ def test_any_query_is_answered_200_or_400_never_500(client, auth, params):
     r = client.get("/fhir/Patient", params=params, headers=auth)
     assert r.status_code in (200, 400), (params, r.status_code, r.text[:300])
     assert r.json()["resourceType"] in ("Bundle", "OperationOutcome")
+
+
+@pytest.mark.parametrize("query", ["birthdate=ge1990", "family=peña", "_lastUpdated=gt2000-01-01", "_has:Condition:patient:code=I10"])
+def test_total_estimate_with_every_kind_of_value(client, auth, world, query):
+    r = client.get(f"/fhir/Patient?{query}&_total=estimate&_count=1", headers=auth)
+    assert r.status_code == 200, r.text
+    total = r.json().get("total")
+    assert total is None or total >= 0
