@@ -52,6 +52,8 @@ ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 class Caller:
     principal: Principal
     source: str | None = None  # client address, for the audit trail
+    # Break-the-glass: the stated reason for an emergency access outside the care relationship.
+    emergency_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,8 @@ class Decision:
 
 def decide(principal: Principal, access: Access) -> Decision:
     role = principal.role
+    if access.res_type == "AuditEvent":
+        return _decide_audit_trail(principal, access)
     if role in CARE_ROLES:
         return Decision(True, f"rol {role}")
     if role == "patient":
@@ -50,6 +52,18 @@ def decide(principal: Principal, access: Access) -> Decision:
     if role == "auditor":
         return Decision(False, "los auditores consultan la bitácora, no el expediente")
     return Decision(False, f"rol sin permisos: {role or 'ninguno'}")
+
+
+def _decide_audit_trail(principal: Principal, access: Access) -> Decision:
+    """The audit trail: auditors and administrators read it all; a patient reads who accessed
+    their own record; nobody writes it through the API."""
+    if access.action not in READS:
+        return Decision(False, "la bitácora de auditoría solo la escribe el servidor")
+    if principal.role in ("auditor", "administrator"):
+        return Decision(True, f"rol {principal.role}: consulta de la bitácora")
+    if principal.role == "patient" and principal.patient_id is not None and access.patient_key == principal.patient_id:
+        return Decision(True, "el paciente consulta quién accedió a su expediente")
+    return Decision(False, "solo auditores, administradores y el propio paciente consultan la bitácora")
 
 
 class AccessGate:

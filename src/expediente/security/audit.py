@@ -28,6 +28,10 @@ class AuditEntry:
     outcome: str  # allowed | denied
     reason: str | None = None
     source: str | None = None
+    # "Type/id" of what the access returned (searches, $everything), in answer order.
+    entities: tuple[str, ...] = ()
+    # Why the access happened when it is not routine care: "BTG" (break-the-glass, emergency).
+    purpose: str | None = None
 
     def row(self) -> dict:
         return {

@@ -28,6 +28,9 @@ class Principal:
     organization: str | None = None  # CLUES of the caller's institution
     practitioner_ref: str | None = None  # "Practitioner/<id>" for clinicians
     patient_ref: str | None = None  # "Patient/<id>" for a patient's own account
+    # SMART scopes granted to this token (space-separated strings); None: the role's defaults
+    # (principals built inside the server: CLI, loaders). Scopes only narrow the role.
+    scopes: tuple[str, ...] | None = None
 
     @property
     def patient_id(self) -> str | None:
