@@ -106,8 +106,13 @@ def make_token(client: TestClient, services: Services):
 
     def _make(role: str = "physician", **extra) -> str:
         username = f"{role}.{secrets.token_hex(3)}"
-        add_account(services.engine, username, PASSWORD, role, **extra)
-        r = client.post("/auth/token", data={"grant_type": "password", "username": username, "password": PASSWORD})
+        if role == "system":  # an institution's OAuth2 client (client credentials)
+            add_account(services.engine, username, PASSWORD, role, kind="system", **extra)
+            data = {"grant_type": "client_credentials", "client_id": username, "client_secret": PASSWORD}
+        else:
+            add_account(services.engine, username, PASSWORD, role, **extra)
+            data = {"grant_type": "password", "username": username, "password": PASSWORD}
+        r = client.post("/auth/token", data=data)
         assert r.status_code == 200, r.text
         return r.json()["access_token"]
 
@@ -116,5 +121,7 @@ def make_token(client: TestClient, services: Services):
 
 @pytest.fixture
 def auth(make_token) -> dict[str, str]:
-    """Authorization header of a physician."""
-    return {"Authorization": f"Bearer {make_token('physician')}"}
+    """Authorization header of an institution's system client (SMART backend services): it
+    reads and writes every record, within the patients' consents. Tests of what people may
+    see use make_token with their role (tests/test_access_policy.py)."""
+    return {"Authorization": f"Bearer {make_token('system')}"}

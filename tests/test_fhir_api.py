@@ -259,7 +259,10 @@ def test_roles_patient_and_researcher(client, make_token, auth):
     as_patient = {"Authorization": f"Bearer {make_token('patient', patient_ref=f'Patient/{own}')}"}
     assert client.get(f"/fhir/Patient/{own}", headers=as_patient).status_code == 200
     r = client.get(f"/fhir/Patient/{other}", headers=as_patient)
-    assert r.status_code == 403 and "Peña" not in r.text
+    # Another patient's record answers exactly like one that does not exist.
+    missing = client.get("/fhir/Patient/no-existe", headers=as_patient)
+    assert r.status_code == missing.status_code == 404 and "Peña" not in r.text
+    assert r.json()["issue"][0]["diagnostics"].replace(other, "X") == missing.json()["issue"][0]["diagnostics"].replace("no-existe", "X")
     assert client.put(f"/fhir/Patient/{own}", json={**patient(), "id": own}, headers=as_patient).status_code == 403
     researcher = {"Authorization": f"Bearer {make_token('researcher')}"}
     assert client.get(f"/fhir/Patient/{own}", headers=researcher).status_code == 403

@@ -25,7 +25,26 @@ def error_response(exc: FhirError) -> Response:
     return fhir_response(exc.outcome(), exc.status, exc.headers or None)
 
 
+BREAK_GLASS_HEADER = "expediente-break-glass"
+
+
 def caller_of(request: Request) -> Caller:
-    """The authenticated caller the auth middleware put on the request."""
+    """The authenticated caller the auth middleware put on the request, with the stated reason
+    of an emergency access (break-the-glass) when the request carries one."""
     client = request.client
-    return Caller(request.state.principal, client.host if client else None)
+    return Caller(request.state.principal, client.host if client else None, _emergency_reason(request))
+
+
+def _emergency_reason(request: Request) -> str | None:
+    raw = request.headers.get(BREAK_GLASS_HEADER)
+    if raw is None:
+        return None
+    # Header values travel as latin-1; clients send the Spanish reason as UTF-8 bytes.
+    reason = " ".join(raw.encode("latin-1", errors="replace").decode("utf-8", errors="replace").split())
+    if len(reason) < 10 or len(reason) > 200:
+        raise FhirError.of(
+            400,
+            "El acceso de emergencia requiere un motivo de 10 a 200 caracteres en el encabezado Expediente-Break-Glass",
+            "required",
+        )
+    return reason

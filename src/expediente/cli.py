@@ -279,7 +279,12 @@ def _demo_credentials(settings: Settings) -> dict:
     }
     engine = _engine(settings)
     try:
-        add_account(engine, DEMO_USER, creds["user"]["password"], "physician", display_name="Dra. Demo")
+        # The demo physician is the synthetic practitioner who saw the most patients: the access
+        # policy shows a clinician the records of the patients they care for.
+        creds["user"]["practitioner"] = _busiest_practitioner(engine)
+        add_account(
+            engine, DEMO_USER, creds["user"]["password"], "physician", display_name="Dra. Demo", practitioner_ref=creds["user"]["practitioner"]
+        )
         add_account(engine, DEMO_CLIENT, creds["client"]["client_secret"], "system", kind="system")
     finally:
         engine.dispose()
@@ -289,7 +294,25 @@ def _demo_credentials(settings: Settings) -> dict:
     return creds
 
 
-def _first_patient_id(settings: Settings) -> str | None:
+def _encounter_participants():
+    from expediente.db.schema import idx_reference as t
+
+    return t, [t.c.res_type == "Encounter", t.c.param == "participant", t.c.target_type == "Practitioner"]
+
+
+def _busiest_practitioner(engine) -> str | None:
+    import sqlalchemy as sa
+
+    t, where = _encounter_participants()
+    with engine.connect() as conn:
+        found = conn.execute(
+            sa.select(t.c.target_id).where(*where).group_by(t.c.target_id).order_by(sa.func.count().desc(), t.c.target_id).limit(1)
+        ).scalar()
+    return f"Practitioner/{found}" if found else None
+
+
+def _first_patient_id(settings: Settings, practitioner: str | None = None) -> str | None:
+    """The first patient (in id order), or the first one ``practitioner`` has cared for."""
     import sqlalchemy as sa
 
     from expediente.db.schema import resource
@@ -297,6 +320,10 @@ def _first_patient_id(settings: Settings) -> str | None:
     engine = _engine(settings)
     try:
         with engine.connect() as conn:
+            if practitioner:
+                t, where = _encounter_participants()
+                query = sa.select(t.c.patient_key).where(*where, t.c.target_id == practitioner.split("/", 1)[1])
+                return conn.execute(query.order_by(t.c.patient_key).limit(1)).scalar()
             return conn.execute(
                 sa.select(resource.c.res_id).where(resource.c.res_type == "Patient").order_by(resource.c.res_id).limit(1)
             ).scalar()
@@ -314,11 +341,11 @@ def demo(
     _export_env({"port": port, "workers": workers})
     settings = _settings()
     _initialize(settings)
-    creds = _demo_credentials(settings)
     if _first_patient_id(settings) is None:
         console.print(f"Cargando población sintética de demostración ({patients} pacientes)...")
         stats = _generate(patients, 1, None, 1000)
         console.print(f"{stats['resources']} recursos en {stats['seconds']} s ({stats['resources_per_s']} recursos/s)")
+    creds = _demo_credentials(settings)
     base = settings.public_base
     user = creds["user"]
     console.print(
@@ -329,7 +356,7 @@ Usuario de demostración: [bold]{user['username']}[/bold]  contraseña: [bold]{u
 (credenciales guardadas en {settings.data_dir / 'demo-credentials.json'})
 
   TOKEN=$(curl -s {base}/auth/token -d grant_type=password -d username={user['username']} -d password={user['password']} | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
-  curl -H "Authorization: Bearer $TOKEN" {base}/fhir/Patient/{_first_patient_id(settings)}
+  curl -H "Authorization: Bearer $TOKEN" {base}/fhir/Patient/{_first_patient_id(settings, user.get('practitioner'))}
 """,
         soft_wrap=True,
         highlight=False,

@@ -155,6 +155,21 @@ sa.Index(
     "ix_idx_composite_lookup", idx_composite.c.res_type, idx_composite.c.param, idx_composite.c.code1, idx_composite.c.res_id
 )
 
+# The deny rules of patients' active Consents, derived from each Consent like index rows
+# (written in the same transaction, rebuilt by reindex), so the access policy can put "this
+# patient denies this institution / this category" inside a search query. ``param`` is
+# "deny"; a null actor denies everyone, a null label the whole record.
+consent_directive = _index_table(
+    "consent_directive",
+    sa.Column("actor_type", TYPE, nullable=True),
+    sa.Column("actor_id", ID, nullable=True),
+    sa.Column("label_system", sa.String(255), nullable=True),
+    sa.Column("label_code", sa.String(255), nullable=True),
+    sa.Column("period_low", TS, nullable=True),
+    sa.Column("period_high", TS, nullable=True),
+)
+sa.Index("ix_consent_directive_patient", consent_directive.c.patient_key, consent_directive.c.label_code)
+
 INDEX_TABLES: dict[str, sa.Table] = {
     "token": idx_token,
     "string": idx_string,
@@ -164,6 +179,7 @@ INDEX_TABLES: dict[str, sa.Table] = {
     "quantity": idx_quantity,
     "uri": idx_uri,
     "composite": idx_composite,
+    "consent": consent_directive,
 }
 
 # Resource types whose index rows are being (re)computed, e.g. after the search parameters

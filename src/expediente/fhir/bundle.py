@@ -141,13 +141,11 @@ class _DenyingGate:
     def __init__(self, gate: AccessGate):
         self._gate = gate
 
-    def authorize(self, principal: Principal, access: Access, *, source: str | None = None) -> None:
-        self._gate.authorize(principal, access, source=source)
+    def __getattr__(self, name: str):  # grant, record, row_rule: as the store's gate
+        return getattr(self._gate, name)
 
-    def authorize_in(
-        self, conn: sa.Connection, principal: Principal, *accesses: Access, source: str | None = None
-    ) -> FhirError | None:
-        denied = self._gate.authorize_in(conn, principal, *accesses, source=source)
+    def authorize_in(self, conn: sa.Connection, principal: Principal, *accesses: Access, **options) -> FhirError | None:
+        denied = self._gate.authorize_in(conn, principal, *accesses, **options)
         if denied is not None:
             raise _Denied(accesses, denied)
         return None

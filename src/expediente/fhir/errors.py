@@ -48,7 +48,8 @@ def bad_request(diagnostics: str, code: str = "invalid", expression: str | None 
 
 
 def not_found(res_type: str, res_id: str) -> FhirError:
-    return FhirError.of(404, f"No existe el recurso {res_type}/{res_id}", "not-found")
+    # The same words whether it is missing or hidden by the access policy: ids reveal nothing.
+    return FhirError.of(404, f"No existe el recurso {res_type}/{res_id} o no tiene acceso a él", "not-found")
 
 
 def gone(res_type: str, res_id: str, version: int) -> FhirError:

@@ -40,7 +40,8 @@ from expediente.fhir.search.engine import (
 )
 from expediente.fhir.search.extract import extract_index, patient_key
 from expediente.fhir.validation import ResourceInvalid, validate_resource
-from expediente.security.access import Access, AccessGate
+from expediente.security import policy
+from expediente.security.access import CARE_OPENING_TYPES, Access, AccessGate
 from expediente.security.principal import Principal
 
 log = logging.getLogger(__name__)
@@ -251,11 +252,11 @@ class ResourceStore:
     def read(self, caller: Caller, res_type: str, res_id: str) -> Stored:
         check_type(res_type)
         check_id(res_id)
+        grant = self._grant(caller, "read", res_type)
         with self.reader.connect() as conn:
-            row = conn.execute(_CURRENT, {"t": res_type, "i": res_id}).first()
-        stored = Stored(*row) if row else None
-        self.gate.authorize(
-            caller.principal, Access("read", res_type, res_id, stored.patient_key if stored else None), source=caller.source
+            stored, visible = _fetch_visible(conn, grant, _CURRENT, resource, {"t": res_type, "i": res_id})
+        self.gate.record(
+            grant, Access("read", res_type, res_id, stored.patient_key if stored else None, visible), source=caller.source
         )
         if stored is None:
             raise errors.not_found(res_type, res_id)
@@ -268,17 +269,21 @@ class ResourceStore:
         check_id(res_id)
         if not version.isdigit() or len(version) > 9:
             raise errors.bad_request(f"Versión inválida: '{version[:40]}' (debe ser un número entero)")
+        grant = self._grant(caller, "vread", res_type)
         with self.reader.connect() as conn:
-            row = conn.execute(_VERSION, {"t": res_type, "i": res_id, "v": int(version)}).first()
-        stored = Stored(*row) if row else None
-        self.gate.authorize(
-            caller.principal, Access("vread", res_type, res_id, stored.patient_key if stored else None), source=caller.source
+            stored, visible = _fetch_visible(conn, grant, _VERSION, resource_history, {"t": res_type, "i": res_id, "v": int(version)})
+        self.gate.record(
+            grant, Access("vread", res_type, res_id, stored.patient_key if stored else None, visible), source=caller.source
         )
         if stored is None:
             raise FhirError.of(404, f"No existe la versión {version} de {res_type}/{res_id}", "not-found")
         if stored.deleted:
             raise errors.gone(res_type, res_id, stored.version_id)
         return stored
+
+    def _grant(self, caller: Caller, action: str, res_type: str | None):
+        """The caller's type-level grant for a read (403, recorded, when denied)."""
+        return self.gate.grant(caller.principal, action, res_type, source=caller.source, emergency=caller.emergency_reason)
 
     def history(
         self,
@@ -293,18 +298,24 @@ class ResourceStore:
         """History entries newest first, and the cursor of the next page (None on the last)."""
         h = resource_history.c
         query = sa.select(*_HCOLS)
-        key_patient = None
         if res_type is not None:
             check_type(res_type)
             query = query.where(h.res_type == res_type)
+        grant = self._grant(caller, "history", res_type)
+        visible = _visible_of(grant)
         if res_id is not None:
             check_id(res_id)
             query = query.where(h.res_id == res_id)
             with self.reader.connect() as conn:
-                key_patient = conn.execute(
-                    sa.select(resource.c.patient_key).where(resource.c.res_type == res_type, resource.c.res_id == res_id)
-                ).scalar()
-        self.gate.authorize(caller.principal, Access("history", res_type, res_id, key_patient), source=caller.source)
+                current, seen = _fetch_visible(conn, grant, _CURRENT, resource, {"t": res_type, "i": res_id})
+            key = current.patient_key if current else None
+            self.gate.record(grant, Access("history", res_type, res_id, key, seen), source=caller.source)
+        else:
+            if visible is not None:
+                query = query.where(visible(h.res_type, h.res_id, h.patient_key))
+            readable = policy.readable_types(caller.principal, "history")
+            if res_type is None and readable != SERVED:
+                query = query.where(h.res_type.in_(sorted(readable)))
         if since is not None:
             query = query.where(h.last_updated >= since)
         if cursor:
@@ -320,6 +331,9 @@ class ResourceStore:
             rows = rows[:count]
             last = rows[-1]
             next_cursor = _encode_cursor(last)
+        if res_id is None:
+            entities = tuple(dict.fromkeys(f"{s.res_type}/{s.res_id}" for s in rows))
+            self.gate.record(grant, Access("history", res_type), source=caller.source, entities=entities)
         return rows, next_cursor
 
     def search(
@@ -340,20 +354,31 @@ class ResourceStore:
         check_type(res_type)
         if compartment is not None:
             check_id(compartment[1])
-        self.gate.authorize(caller.principal, Access("search", res_type, None, compartment[1] if compartment else None), source=caller.source)
+        grant = self._grant(caller, "search", res_type)
+        visible = _visible_of(grant)
         try:
-            spec = parse_search(res_type, params, default_count=default_count, max_count=max_count, lenient=lenient, compartment=compartment)
+            spec = parse_search(
+                res_type,
+                params,
+                default_count=default_count,
+                max_count=max_count,
+                lenient=lenient,
+                compartment=compartment,
+                visible=visible,
+            )
             cursor = next((v for k, v in params if k in ("_cursor", "_after")), None)
             page, n_keys = page_statement(spec, cursor)
         except SearchError as exc:
             raise _search_error(exc) from None
         self._check_index_ready(res_type, spec, lenient)
         for inc in spec.include + spec.revinclude:
-            for t in {inc.source, inc.target} - {None, res_type}:
-                self.gate.authorize(caller.principal, Access("search", t), source=caller.source)
+            for t in sorted({inc.source, inc.target} - {None, res_type}):
+                self._grant(caller, "search", t)  # the role must read every included type
+        access = Access("search", res_type, None, compartment[1] if compartment else None)
         with self.reader.connect() as conn:
             total = self._total(conn, spec)
             if spec.summary == "count":
+                self.gate.record(grant, access, source=caller.source)
                 return SearchResult(spec, [], None, total, [], False)
             rows = conn.execute(page).all() if spec.count else []
             more = len(rows) > spec.count
@@ -363,11 +388,13 @@ class ResourceStore:
                 total = len(rows)  # the first page is the whole answer: the total is known for free
             found = [Stored(*r[:7]) for r in rows]
             included = (
-                includes.resolve(conn, [(s.res_type, s.res_id) for s in found], spec.include, spec.revinclude, include_max)
+                includes.resolve(conn, [(s.res_type, s.res_id) for s in found], spec.include, spec.revinclude, include_max, visible)
                 if found and (spec.include or spec.revinclude)
                 else includes.Included([], False)
             )
-        return SearchResult(spec, found, next_cursor, total, [Stored(*r) for r in included.rows], included.truncated)
+        extra = [Stored(*r) for r in included.rows]
+        self.gate.record(grant, access, source=caller.source, entities=_entities(found, extra))
+        return SearchResult(spec, found, next_cursor, total, extra, included.truncated)
 
     def _total(self, conn: sa.Connection, spec) -> int | None:
         if spec.total == "accurate" or spec.summary == "count":
@@ -416,14 +443,21 @@ class ResourceStore:
         check_id(patient_id)
         for t in types or ():
             check_type(t)
+        grant = self._grant(caller, "everything", "Patient")
+        visible = _visible_of(grant)
         with self.reader.connect() as conn:
-            patient = conn.execute(_CURRENT, {"t": "Patient", "i": patient_id}).first()
-        self.gate.authorize(caller.principal, Access("everything", "Patient", patient_id, patient_id if patient else None), source=caller.source)
-        if patient is None or patient.deleted:
+            patient, seen = _fetch_visible(conn, grant, _CURRENT, resource, {"t": "Patient", "i": patient_id})
+        access = Access("everything", "Patient", patient_id, patient_id if patient else None, seen)
+        if not seen or patient is None or patient.deleted:
+            self.gate.record(grant, access, source=caller.source)
             raise errors.not_found("Patient", patient_id)
         query = sa.select(*_COLS).where(resource.c.patient_key == patient_id, resource.c.deleted == sa.false())
-        if types:
-            query = query.where(resource.c.res_type.in_(types))
+        if visible is not None:  # consent may hide labelled parts of the record
+            query = query.where(visible(resource.c.res_type, resource.c.res_id, resource.c.patient_key))
+        readable = policy.readable_types(caller.principal, "everything")
+        wanted = readable if not types else readable & set(types)
+        if wanted != SERVED:
+            query = query.where(resource.c.res_type.in_(sorted(wanted)))
         if since is not None:
             query = query.where(resource.c.last_updated >= since)
         if cursor:
@@ -433,11 +467,13 @@ class ResourceStore:
             rows = [Stored(*r) for r in conn.execute(query)]
             more = len(rows) > count
             rows = rows[:count]
-            outside, truncated = includes.referenced_outside_compartments(conn, [(s.res_type, s.res_id) for s in rows], include_max)
-        if types:
-            outside = [r for r in outside if r[0] in types]
+            outside, truncated = includes.referenced_outside_compartments(
+                conn, [(s.res_type, s.res_id) for s in rows], include_max, visible
+            )
+        outside = [Stored(*r) for r in outside if r[0] in wanted]
+        self.gate.record(grant, access, source=caller.source, entities=_entities(rows, outside))
         next_cursor = base64.urlsafe_b64encode(rows[-1].res_id.encode()).decode() if more else None
-        return rows, [Stored(*r) for r in outside], next_cursor, truncated
+        return rows, outside, next_cursor, truncated
 
     def find(self, res_type: str, params: list[tuple[str, str]], conn: sa.Connection, limit: int = 2) -> list[str]:
         """Ids of current resources matching a search (conditional operations), seeing the
@@ -577,8 +613,9 @@ class ResourceStore:
         key = prepared.patient_key
         # Moving a resource between compartments touches both patients' records.
         keys = [key] if current is None or current.patient_key == key else [key, current.patient_key]
-        accesses = [Access(action, res_type, res_id, k) for k in keys]
-        denied = self.gate.authorize_in(conn, caller.principal, *accesses, source=caller.source)
+        refs = _care_references(res_type, prepared.index_rows)
+        accesses = [Access(action, res_type, res_id, k, references=refs if k == key else ()) for k in keys]
+        denied = self._authorize_in(conn, caller, *accesses)
         if denied is not None:
             return None, denied
         if current is not None and not current.deleted and _content(orjson.loads(current.body)) == prepared.content:
@@ -654,7 +691,7 @@ class ResourceStore:
             index_items.append((res_type, res_id, key, prepared.index_rows))
         accesses = [Access("create", r["res_type"], r["res_id"], r["patient_key"]) for r in rows]
         with write_transaction(self.engine) as conn:
-            denied = self.gate.authorize_in(conn, caller.principal, *accesses, source=caller.source)
+            denied = self._authorize_in(conn, caller, *accesses)
             if denied is None:
                 insert_rows(conn, resource, rows)
                 insert_rows(conn, resource_history, [{**r, "method": "POST"} for r in rows])
@@ -689,7 +726,7 @@ class ResourceStore:
             if found:
                 existing = self._current(conn, res_type, found)
                 access = Access("read", res_type, found, existing.patient_key)
-                denied = self.gate.authorize_in(conn, caller.principal, access, source=caller.source)
+                denied = self._authorize_in(conn, caller, access)
                 return WriteResult(existing, created=False, changed=False), denied
         return self._put_version(conn, caller, res_type, res_id, prepared, None, "POST", "create")
 
@@ -711,7 +748,7 @@ class ResourceStore:
         if expected is not None and (current is None or current.version_id != expected):
             raise errors.version_conflict(res_type, res_id, str(expected), current.version_id if current else 0)
         access = Access("delete", res_type, res_id, current.patient_key if current else None)
-        denied = self.gate.authorize_in(conn, caller.principal, access, source=caller.source)
+        denied = self._authorize_in(conn, caller, access)
         if denied is not None or current is None or current.deleted:
             return None, denied
         stored = Stored(res_type, res_id, current.version_id + 1, utcnow(), True, b"", current.patient_key, "DELETE")
@@ -729,7 +766,7 @@ class ResourceStore:
             row = conn.execute(_VERSION, {"t": res_type, "i": res_id, "v": version}).first()
             stored = Stored(*row) if row else None
         access = Access("read" if version is None else "vread", res_type, res_id, stored.patient_key if stored else None)
-        denied = self.gate.authorize_in(conn, caller.principal, access, source=caller.source)
+        denied = self._authorize_in(conn, caller, access)
         if denied is not None:
             return None, denied
         if stored is None and version is not None:
@@ -744,21 +781,65 @@ class ResourceStore:
         self, conn: sa.Connection, caller: Caller, res_type: str, params: list[tuple[str, str]], count: int
     ) -> tuple[list[Stored], FhirError | None]:
         """The first ``count`` matches of a search (in id order), inside a write transaction."""
-        denied = self.gate.authorize_in(conn, caller.principal, Access("search", res_type), source=caller.source)
+        denied = self._authorize_in(conn, caller, Access("search", res_type))
         if denied is not None:
             return [], denied
-        ids = self.find(res_type, params, conn, limit=count) if count else []
+        rule = self.gate.row_rule(caller.principal, "search", res_type, emergency=caller.emergency_reason)
+        if rule.unrestricted or not count:
+            ids = self.find(res_type, params, conn, limit=count) if count else []
+        else:
+            try:
+                spec = parse_search(res_type, params, default_count=count, max_count=count, visible=rule.visible)
+            except SearchError as exc:
+                raise errors.bad_request(exc.message, code="invalid") from None
+            flush_inserts(conn)
+            ids = list(conn.execute(match_statement(spec).limit(count)).scalars())
         query = sa.select(*_COLS).where(resource.c.res_type == res_type, resource.c.res_id.in_(ids))
         rows = conn.execute(query).all() if ids else []
         return sorted((Stored(*r) for r in rows), key=lambda s: s.res_id), None
+
+    def _authorize_in(self, conn: sa.Connection, caller: Caller, *accesses: Access) -> FhirError | None:
+        return self.gate.authorize_in(conn, caller.principal, *accesses, source=caller.source, emergency=caller.emergency_reason)
 
     def _record_denied(self, caller: Caller, accesses: Iterable[Access]) -> FhirError | None:
         """Record, in a transaction of its own, the audit entries of accesses that were denied
         inside a transaction since rolled back (a Bundle's); returns the denial."""
         accesses = tuple(accesses)  # the job may run twice
         return self._commit(
-            lambda conn: (self.gate.authorize_in(conn, caller.principal, *accesses, source=caller.source), None)
+            lambda conn: (self._authorize_in(conn, caller, *accesses), None)
         )
+
+
+def _visible_of(grant):
+    """The grant's row rule as a search-condition builder; None when every row is visible."""
+    return None if grant.rule.unrestricted else grant.visible
+
+
+def _fetch_visible(conn: sa.Connection, grant, statement: sa.Select, table: sa.Table, params: dict) -> tuple[Stored | None, bool]:
+    """One row by primary key and whether the caller's row rule lets them see it, in one
+    round trip (the rule is evaluated by the database on that row)."""
+    cond = grant.rule.visible(table.c.res_type, table.c.res_id, table.c.patient_key)
+    if cond is None:
+        row = conn.execute(statement, params).first()
+        return (Stored(*row) if row else None), True
+    row = conn.execute(statement.add_columns(sa.case((cond, True), else_=False).label("visible")), params).first()
+    if row is None:
+        return None, True
+    return Stored(*row[:-1]), bool(row[-1])
+
+
+def _entities(*groups: list[Stored]) -> tuple[str, ...]:
+    """What an answer returned, as "Type/id", for the audit trail."""
+    return tuple(f"{s.res_type}/{s.res_id}" for group in groups for s in group)
+
+
+def _care_references(res_type: str, index_rows: dict) -> tuple[tuple[str, str], ...]:
+    """What a care-opening resource (Encounter, EpisodeOfCare...) refers to, for the policy."""
+    if res_type not in CARE_OPENING_TYPES:
+        return ()
+    return tuple(
+        sorted({(r["target_type"], r["target_id"]) for r in index_rows.get("reference", ()) if r.get("target_id") and r.get("target_type")})
+    )
 
 
 def _etag_version(if_match: str) -> int:

@@ -1,10 +1,13 @@
 """The one place where every access to patient data is decided and recorded.
 
-Every read, search, write and operation calls ``AccessGate.authorize`` with who is asking and
-what they touch (type, id and the patient compartment). The decision and the audit entry
-happen together: a denied access is recorded and refused; an allowed one proceeds only once
-its entry is stored. The rules here are the baseline; the full policy (care relationship,
-consent, institution, break-the-glass) replaces ``decide`` without changing any caller.
+Every read, search, write and operation asks the ``AccessGate`` with who is asking and what
+they touch (type, id, the patient compartment). The policy (``security/policy.py``) decides
+in two layers: the role and scopes against the type (a denial is ``403``), then the rows the
+caller may see (care relationship, consent, the patient's own record). A row the caller may
+not see is answered exactly like a missing one (``404``), so guessing ids reveals nothing.
+The decision and the audit entry happen together: a denied access is recorded and refused;
+an allowed one proceeds only once its entry is stored (fail closed). Searches are recorded
+once their page is known, with the ids they return.
 """
 
 from __future__ import annotations
@@ -13,13 +16,17 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from expediente.fhir import errors
 from expediente.fhir.errors import FhirError
+from expediente.security import policy
 from expediente.security.audit import AuditEntry, AuditUnavailable, AuditWriter
+from expediente.security.policy import READS, WRITES, RowRule  # noqa: F401 - re-exported
 from expediente.security.principal import Principal
 
-READS = frozenset({"read", "vread", "history", "search", "everything"})
-WRITES = frozenset({"create", "update", "delete"})
-CARE_ROLES = frozenset({"administrator", "physician", "nurse", "radiologist", "imaging_technician", "system"})
+BREAK_GLASS = "BTG"
+# Care relationships a clinician may open by writing them at their own institution or naming
+# themselves (admission, a new episode, joining a care team, a referral).
+CARE_OPENING_TYPES = frozenset({"Encounter", "EpisodeOfCare", "CareTeam", "ServiceRequest"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,30 +35,56 @@ class Access:
     res_type: str | None
     res_id: str | None = None
     patient_key: str | None = None
+    # Reads: whether the row meets the caller's row rule (the store evaluates it in SQL).
+    visible: bool = True
+    # Writes of care-opening types: the (target type, target id) the new content refers to.
+    references: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
     allowed: bool
     reason: str
+    hidden: bool = False  # denied because of the row: answer as if it did not exist
+    purpose: str | None = None
 
 
-def decide(principal: Principal, access: Access) -> Decision:
-    role = principal.role
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """An allowed type-level decision for reads, with the rows the caller may see."""
+
+    principal: Principal
+    rule: RowRule
+    purpose: str | None
+    emergency: str | None
+
+    def visible(self, res_type, res_id, patient_key) -> sa.ColumnElement[bool] | None:
+        return self.rule.visible(res_type, res_id, patient_key)
+
+
+def decide(principal: Principal, access: Access, emergency: str | None = None) -> Decision:
+    """The decision for one access whose row visibility is already known (``access.visible``)."""
     if access.res_type == "AuditEvent":
         return _decide_audit_trail(principal, access)
-    if role in CARE_ROLES:
-        return Decision(True, f"rol {role}")
-    if role == "patient":
-        own = principal.patient_id
-        if access.action in READS and own is not None and access.patient_key == own:
-            return Decision(True, "acceso del paciente a su propio expediente")
-        return Decision(False, "un paciente solo puede consultar su propio expediente")
-    if role == "researcher":
-        return Decision(False, "los investigadores solo acceden a datos desidentificados del banco de investigación")
-    if role == "auditor":
-        return Decision(False, "los auditores consultan la bitácora, no el expediente")
-    return Decision(False, f"rol sin permisos: {role or 'ninguno'}")
+    if emergency is not None and not policy.may_break_glass(principal):
+        return Decision(False, "solo el personal clínico puede usar el acceso de emergencia")
+    by_type = policy.type_decision(principal, access.action, access.res_type)
+    if not by_type.allowed:
+        return Decision(False, by_type.reason)
+    purpose = BREAK_GLASS if emergency is not None else None
+    if not access.visible:
+        return Decision(False, _hidden_reason(principal), hidden=True)
+    if purpose:
+        return Decision(True, f"acceso de emergencia: {emergency}", purpose=purpose)
+    return Decision(True, by_type.reason)
+
+
+def _hidden_reason(principal: Principal) -> str:
+    if principal.role == "patient":
+        return "un paciente solo puede consultar su propio expediente"
+    if principal.role in policy.CLINICIANS:
+        return "sin relación de atención con el paciente, o el consentimiento del paciente lo impide"
+    return "el consentimiento del paciente impide el acceso"
 
 
 def _decide_audit_trail(principal: Principal, access: Access) -> Decision:
@@ -70,31 +103,103 @@ class AccessGate:
     def __init__(self, audit: AuditWriter):
         self._audit = audit
 
-    def authorize(self, principal: Principal, access: Access, *, source: str | None = None) -> None:
-        """Decide and record; raise FhirError(403) when denied (503 if it cannot be recorded)."""
-        decision, entry = self._decide(principal, access, source)
+    # ------------------------------------------------------------------ reads
+
+    def grant(self, principal: Principal, action: str, res_type: str | None, *, source=None, emergency=None) -> Grant:
+        """The type-level decision of a read, with the caller's row rule. A denial is recorded
+        and raised (403); an allowed read is recorded later with ``record`` (what it returned)."""
+        probe = Access(action, res_type)
+        decision = decide(principal, probe, emergency)
+        if not decision.allowed:
+            self._record(self._entry(principal, probe, decision, source))
+            raise _error(decision, probe)
+        if res_type == "AuditEvent":  # the audit trail's own rules; its rows are not patient data
+            return Grant(principal, RowRule("all"), None, None)
+        return Grant(principal, self.row_rule(principal, action, res_type, emergency=emergency), decision.purpose, emergency)
+
+    def record(self, grant: Grant, access: Access, *, source=None, entities: tuple[str, ...] = ()) -> None:
+        """Record a read decided under ``grant`` (``access.visible`` says whether its row was
+        visible); raise 404 for a hidden row, 503 when the entry cannot be stored."""
+        decision = decide(grant.principal, access, grant.emergency)
+        self._record(self._entry(grant.principal, access, decision, source, entities))
+        if not decision.allowed:
+            raise _error(decision, access)
+
+    def authorize(self, principal: Principal, access: Access, *, source: str | None = None, emergency: str | None = None) -> None:
+        """Decide and record one access whose row visibility is known; raise when denied."""
+        decision = decide(principal, access, emergency)
+        self._record(self._entry(principal, access, decision, source))
+        if not decision.allowed:
+            raise _error(decision, access)
+
+    # ----------------------------------------------------------------- writes
+
+    def authorize_in(
+        self,
+        conn: sa.Connection,
+        principal: Principal,
+        *accesses: Access,
+        source: str | None = None,
+        emergency: str | None = None,
+    ) -> FhirError | None:
+        """Decide and record inside the caller's write transaction, so a change and its audit
+        entries commit together. Row visibility is evaluated here on ``conn`` (seeing the
+        transaction's earlier writes). Returns the error to raise once the transaction (holding
+        the denied entry and no change) has committed, or None when every access is allowed."""
+        decided = []
+        for access in accesses:
+            access = self._with_visibility(conn, principal, access, emergency)
+            decided.append((access, decide(principal, access, emergency)))
+        AuditWriter.record_in(conn, [self._entry(principal, a, d, source) for a, d in decided])
+        denied = next(((a, d) for a, d in decided if not d.allowed), None)
+        return None if denied is None else _error(denied[1], denied[0], write=denied[0].action in WRITES)
+
+    @staticmethod
+    def row_rule(principal: Principal, action: str, res_type: str | None, *, emergency: str | None = None) -> RowRule:
+        """The rows of ``res_type`` this caller may see for ``action`` (type-level allowed)."""
+        by_type = policy.type_decision(principal, action, res_type)
+        return policy.row_rule(principal, emergency=emergency is not None, patient_context_only=by_type.patient_context_only)
+
+    def _with_visibility(self, conn: sa.Connection, principal: Principal, access: Access, emergency: str | None) -> Access:
+        if access.res_type == "AuditEvent" or access.patient_key is None or not access.visible:
+            return access
+        if not policy.type_decision(principal, access.action, access.res_type).allowed:
+            return access
+        rule = self.row_rule(principal, access.action, access.res_type, emergency=emergency)
+        if rule.unrestricted or self._opens_care(conn, rule, access):
+            return access
+        cond = rule.visible(sa.literal(access.res_type), sa.literal(access.res_id or ""), sa.literal(access.patient_key))
+        visible = bool(conn.execute(sa.select(sa.case((cond, 1), else_=0))).scalar())
+        return access if visible else _replace(access, visible=False)
+
+    @staticmethod
+    def _opens_care(conn: sa.Connection, rule: RowRule, access: Access) -> bool:
+        """A clinician registering a new patient, or writing the encounter, episode, care team
+        or referral that links them (or their institution) to the patient: care starts here."""
+        if rule.kind != "care":
+            return False
+        if access.action == "create" and access.res_type == "Patient":
+            return True
+        if access.action not in ("create", "update") or access.res_type not in CARE_OPENING_TYPES:
+            return False
+        if rule.practitioner_id and ("Practitioner", rule.practitioner_id) in access.references:
+            return True
+        orgs = {rid for rtype, rid in access.references if rtype == "Organization"}
+        if not (orgs and rule.clues):
+            return False
+        return bool(conn.execute(rule._org_ids().where(policy._org.c.res_id.in_(sorted(orgs))).limit(1)).first())
+
+    # ----------------------------------------------------------------- common
+
+    def _record(self, entry: AuditEntry) -> None:
         try:
             self._audit.record(entry)
         except AuditUnavailable:
             raise _unrecorded() from None
-        if not decision.allowed:
-            raise _forbidden(decision)
-
-    def authorize_in(
-        self, conn: sa.Connection, principal: Principal, *accesses: Access, source: str | None = None
-    ) -> FhirError | None:
-        """Decide and record inside the caller's write transaction, so a change and its audit
-        entries commit together. Returns the error to raise once the transaction (holding the
-        denied entry and no change) has committed, or None when every access is allowed."""
-        decided = [self._decide(principal, access, source) for access in accesses]
-        AuditWriter.record_in(conn, [entry for _, entry in decided])
-        denied = next((decision for decision, _ in decided if not decision.allowed), None)
-        return None if denied is None else _forbidden(denied)
 
     @staticmethod
-    def _decide(principal: Principal, access: Access, source: str | None) -> tuple[Decision, AuditEntry]:
-        decision = decide(principal, access)
-        return decision, AuditEntry(
+    def _entry(principal: Principal, access: Access, decision: Decision, source, entities: tuple[str, ...] = ()) -> AuditEntry:
+        return AuditEntry(
             actor=principal.subject,
             role=principal.role,
             action=access.action,
@@ -104,10 +209,22 @@ class AccessGate:
             outcome="allowed" if decision.allowed else "denied",
             reason=decision.reason[:255],
             source=source,
+            entities=entities,
+            purpose=decision.purpose,
         )
 
 
-def _forbidden(decision: Decision) -> FhirError:
+def _replace(access: Access, **changes) -> Access:
+    from dataclasses import replace
+
+    return replace(access, **changes)
+
+
+def _error(decision: Decision, access: Access, *, write: bool = False) -> FhirError:
+    if decision.hidden and not write and access.res_type and access.res_id:
+        return errors.not_found(access.res_type, access.res_id)
+    if decision.hidden:
+        return FhirError.of(403, "Acceso denegado: no tiene acceso a este recurso o a este expediente", "forbidden")
     return FhirError.of(403, f"Acceso denegado: {decision.reason}", "forbidden")
 
 

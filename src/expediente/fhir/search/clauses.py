@@ -554,19 +554,22 @@ def _values(name: str, value: str) -> list[str]:
     return values
 
 
-def criterion(res_type: str, name: str, value: str, *, depth: int = 0) -> Match:
-    """Parse ``name=value`` for ``res_type`` into a ``Match`` (raises ``SearchError``)."""
+def criterion(res_type: str, name: str, value: str, *, depth: int = 0, visible=None) -> Match:
+    """Parse ``name=value`` for ``res_type`` into a ``Match`` (raises ``SearchError``).
+
+    ``visible(res_type, res_id, patient_key)``: the caller's row rule (access policy), applied
+    to the other resources a chain or ``_has`` looks at, so they reveal nothing hidden."""
     if res_type not in SERVED:
         raise SearchError(f"Tipo de recurso no soportado: '{res_type}'", "not-supported")
     if name.startswith("_has:"):
-        return _reverse_chain(res_type, name, value, depth)
+        return _reverse_chain(res_type, name, value, depth, visible)
     head, dot, chained = name.partition(".")
     code, _, modifier = head.partition(":")
     if not _NAME_RE.match(code):
         raise SearchError(f"Nombre de parámetro inválido: '{name[:60]}'", "not-supported")
     sp = _param(res_type, code)
     if dot:
-        return _chain(res_type, sp, modifier, chained, value, depth)
+        return _chain(res_type, sp, modifier, chained, value, depth, visible)
     values = _values(name, value)
     if code == "_id":
         if modifier:
@@ -640,7 +643,7 @@ def _missing(res_type: str, sp: SearchParam, values: list[str], depth: int) -> M
     return match
 
 
-def _chain(res_type: str, sp: SearchParam, modifier: str, chained: str, value: str, depth: int) -> Match:
+def _chain(res_type: str, sp: SearchParam, modifier: str, chained: str, value: str, depth: int, visible=None) -> Match:
     """``subject:Patient.identifier=...``: the reference points at a resource matching the chain."""
     if sp.type != "reference":
         raise SearchError(f"Solo los parámetros de referencia admiten encadenamiento: '{sp.code}'")
@@ -655,21 +658,24 @@ def _chain(res_type: str, sp: SearchParam, modifier: str, chained: str, value: s
     t = index_alias("reference", depth)
     per_target = []
     for target in targets:
-        inner = criterion(target, chained, value, depth=depth + 1)
+        inner = criterion(target, chained, value, depth=depth + 1, visible=visible)
         inner_ids = ids(inner)
-        if inner.negate:
-            # "points at a live <target> that does not match": never a missing or deleted one.
+        if inner.negate or visible is not None:
+            # "points at a live <target> that does (not) match": never a missing or deleted one,
+            # nor one the caller may not see.
             r = resource.alias(f"chained_{depth}")
-            inner_ids = sa.select(r.c.res_id).where(
-                r.c.res_type == target, r.c.deleted == sa.false(), r.c.res_id.notin_(inner_ids)
-            )
+            wanted = r.c.res_id.notin_(inner_ids) if inner.negate else r.c.res_id.in_(inner_ids)
+            conds = [r.c.res_type == target, r.c.deleted == sa.false(), wanted]
+            if visible is not None:
+                conds.append(visible(r.c.res_type, r.c.res_id, r.c.patient_key))
+            inner_ids = sa.select(r.c.res_id).where(*conds)
         per_target.append(sa.and_(t.c.target_type == target, t.c.target_id.in_(inner_ids)))
     where = [t.c.res_type == res_type, t.c.param == sp.code, sa.or_(*per_target)]
     # Drives from the target side: "patients with this CURP" is small, their results follow.
     return Match(res_type, t, where, t.c.res_id, selectivity=2)
 
 
-def _reverse_chain(res_type: str, name: str, value: str, depth: int) -> Match:
+def _reverse_chain(res_type: str, name: str, value: str, depth: int, visible=None) -> Match:
     """``_has:Observation:patient:code=1234``: some Observation whose ``patient`` points here
     matches ``code=1234``."""
     parts = name.split(":", 3)
@@ -685,7 +691,9 @@ def _reverse_chain(res_type: str, name: str, value: str, depth: int) -> Match:
         raise SearchError(f"'{ref_code}' no es un parámetro de referencia de {source}")
     if ref.targets and res_type not in ref.targets:
         raise SearchError(f"{source}.{ref_code} no puede referirse a {res_type}")
-    inner = criterion(source, rest, value, depth=depth + 1)
+    inner = criterion(source, rest, value, depth=depth + 1, visible=visible)
     t = index_alias("reference", depth)
     where = [t.c.res_type == source, t.c.param == ref_code, t.c.target_type == res_type]
+    if visible is not None:  # only referrers the caller may see count
+        where.append(visible(t.c.res_type, t.c.res_id, t.c.patient_key))
     return Match(res_type, t, where, t.c.target_id, selectivity=4, link=(inner, t.c.res_id))

@@ -89,6 +89,9 @@ class SearchSpec:
     total: str = "none"
     warnings: list[str] = field(default_factory=list)  # lenient: what was ignored, in Spanish
     used: list[tuple[str, str]] = field(default_factory=list)  # the parameters applied (self link)
+    # The caller's row rule from the access policy, (res_type, res_id, patient_key) -> condition;
+    # None: every row. Applied to the matches, to what chains and _has look at, and to totals.
+    visible: object = None
 
 
 def parse_search(
@@ -99,6 +102,7 @@ def parse_search(
     max_count: int,
     lenient: bool = False,
     compartment: tuple[str, str] | None = None,
+    visible=None,
 ) -> SearchSpec:
     """Read every query parameter; ``SearchError`` on the first bad one.
 
@@ -107,7 +111,7 @@ def parse_search(
     """
     if res_type not in SERVED:
         raise SearchError(f"Tipo de recurso no soportado: '{res_type[:40]}'", "not-supported")
-    spec = SearchSpec(res_type, count=default_count)
+    spec = SearchSpec(res_type, count=default_count, visible=visible)
     if compartment is not None:
         spec.matches.append(_compartment_match(res_type, *compartment))
     for name, value in params:
@@ -128,7 +132,7 @@ def _apply(spec: SearchSpec, name: str, value: str, max_count: int) -> None:
     if base in RESULT_PARAMS:
         _apply_control(spec, name, base, value, max_count)
     else:
-        spec.matches.append(criterion(spec.res_type, name, value))
+        spec.matches.append(criterion(spec.res_type, name, value, visible=spec.visible))
 
 
 def _apply_control(spec: SearchSpec, name: str, base: str, value: str, max_count: int) -> None:
@@ -229,6 +233,8 @@ def _compartment_match(res_type: str, comp_type: str, comp_id: str) -> Match:
 def _filters(spec: SearchSpec) -> list[sa.ColumnElement[bool]]:
     """The driving criterion as ``IN``, the others as correlated ``EXISTS``."""
     conds = [resource.c.res_type == spec.res_type, resource.c.deleted == sa.false()]
+    if spec.visible is not None:
+        conds.append(spec.visible(resource.c.res_type, resource.c.res_id, resource.c.patient_key))
     if not spec.matches:
         return conds
     driver = min(range(len(spec.matches)), key=lambda i: spec.matches[i].selectivity)

@@ -629,6 +629,13 @@ def extract_index(resource: dict) -> dict[str, list[dict]]:
         if rows:
             keys = _ROW_KEYS[kind]
             result[kind] = [dict(zip(keys, row)) for row in rows]
+    if res_type == "Consent":
+        # The access policy's view of the consent, kept like an index (security/consent.py).
+        from expediente.security.consent import consent_rows
+
+        directives = consent_rows(resource)
+        if directives:
+            result["consent"] = directives
     return result
 
 

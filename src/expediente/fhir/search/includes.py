@@ -41,7 +41,7 @@ def _targets(conn: sa.Connection, inc: Include, sources: list[tuple[str, str]]) 
     return {(a, b) for a, b in conn.execute(query)}
 
 
-def _referrers(conn: sa.Connection, inc: Include, targets: list[tuple[str, str]], limit: int) -> set[tuple[str, str]]:
+def _referrers(conn: sa.Connection, inc: Include, targets: list[tuple[str, str]], limit: int, visible=None) -> set[tuple[str, str]]:
     found: set[tuple[str, str]] = set()
     by_type: dict[str, list[str]] = {}
     for rtype, rid in targets:
@@ -54,12 +54,15 @@ def _referrers(conn: sa.Connection, inc: Include, targets: list[tuple[str, str]]
         )
         if inc.param != "*":
             query = query.where(t.c.param == inc.param)
+        if visible is not None:  # the referrer's own row rule, read off its index rows
+            query = query.where(visible(t.c.res_type, t.c.res_id, t.c.patient_key))
         found.update((a, b) for a, b in conn.execute(query.distinct().limit(limit + 1)))
     return found
 
 
-def fetch(conn: sa.Connection, keys: Iterable[tuple[str, str]]) -> list:
-    """Live resources by (type, id), in a stable order."""
+def fetch(conn: sa.Connection, keys: Iterable[tuple[str, str]], visible=None) -> list:
+    """Live resources by (type, id) that the caller may see (``visible``: the access policy's
+    row rule), in a stable order."""
     by_type: dict[str, list[str]] = {}
     for rtype, rid in keys:
         by_type.setdefault(rtype, []).append(rid)
@@ -69,17 +72,26 @@ def fetch(conn: sa.Connection, keys: Iterable[tuple[str, str]]) -> list:
             query = sa.select(*COLUMNS).where(
                 resource.c.res_type == rtype, resource.c.res_id.in_(ids[chunk : chunk + 500]), resource.c.deleted == sa.false()
             )
+            if visible is not None:
+                query = query.where(visible(resource.c.res_type, resource.c.res_id, resource.c.patient_key))
             rows.extend(conn.execute(query))
     rows.sort(key=lambda r: (r[0], r[1]))
     return rows
 
 
 def resolve(
-    conn: sa.Connection, page: list[tuple[str, str]], include: list[Include], revinclude: list[Include], limit: int
+    conn: sa.Connection,
+    page: list[tuple[str, str]],
+    include: list[Include],
+    revinclude: list[Include],
+    limit: int,
+    visible=None,
 ) -> Included:
-    """The resources to add to a page of (type, id) matches."""
+    """The resources to add to a page of (type, id) matches; only those the caller may see
+    (``visible``) are fetched, counted against ``limit`` or followed by ``:iterate``."""
     seen = set(page)
     added: list[tuple[str, str]] = []
+    rows: list = []
     frontier = list(page)
     truncated = False
     for round_ in range(MAX_ROUNDS):
@@ -89,24 +101,26 @@ def resolve(
                 new |= _targets(conn, inc, frontier)
         for inc in revinclude:
             if round_ == 0 or inc.iterate:
-                new |= _referrers(conn, inc, frontier, limit)
+                new |= _referrers(conn, inc, frontier, limit, visible)
         new -= seen
-        if not new:
+        seen |= new
+        found = fetch(conn, new, visible)  # live and visible only: hidden ones are never counted
+        if not found:
             break
         room = limit - len(added)
-        if len(new) > room:
-            new = set(sorted(new)[:room])
+        if len(found) > room:
+            found = found[:room]
             truncated = True
-        seen |= new
-        added.extend(sorted(new))
-        frontier = sorted(new)
+        rows.extend(found)
+        frontier = [(r[0], r[1]) for r in found]
+        added.extend(frontier)
         if truncated:
             break
-    rows = fetch(conn, added)
+    rows.sort(key=lambda r: (r[0], r[1]))
     return Included(rows, truncated)
 
 
-def referenced_outside_compartments(conn: sa.Connection, page: list[tuple[str, str]], limit: int) -> tuple[list, bool]:
+def referenced_outside_compartments(conn: sa.Connection, page: list[tuple[str, str]], limit: int, visible=None) -> tuple[list, bool]:
     """Resources a page of one patient's record refers to that belong to no patient's
     compartment (Practitioner, Organization, Location, Medication...): $everything sends them
     along. Compartment types are left out: the patient's own come in their pages, and another
@@ -121,4 +135,4 @@ def referenced_outside_compartments(conn: sa.Connection, page: list[tuple[str, s
     query = sa.select(t.c.target_type, t.c.target_id).where(sa.or_(*per_type), t.c.target_type != "Patient").distinct()
     targets = sorted({(a, b) for a, b in conn.execute(query) if b is not None and not compartment_params(a)})
     truncated = len(targets) > limit
-    return fetch(conn, targets[:limit]), truncated
+    return fetch(conn, targets[:limit], visible), truncated

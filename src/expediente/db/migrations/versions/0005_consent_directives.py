@@ -1,0 +1,43 @@
+"""access policy: consent directives
+
+Revision ID: 0005
+Revises: 0002
+Create Date: 2026-12-01 22:00:00
+"""
+
+from alembic import op
+import sqlalchemy as sa
+
+
+revision = '0005'
+down_revision = '0002'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table('consent_directive',
+    sa.Column('res_type', sa.String(length=40), nullable=False),
+    sa.Column('res_id', sa.String(length=64), nullable=False),
+    sa.Column('patient_key', sa.String(length=64), nullable=True),
+    sa.Column('param', sa.String(length=64), nullable=False),
+    sa.Column('actor_type', sa.String(length=40), nullable=True),
+    sa.Column('actor_id', sa.String(length=64), nullable=True),
+    sa.Column('label_system', sa.String(length=255), nullable=True),
+    sa.Column('label_code', sa.String(length=255), nullable=True),
+    sa.Column('period_low', sa.DateTime(), nullable=True),
+    sa.Column('period_high', sa.DateTime(), nullable=True)
+    )
+    with op.batch_alter_table('consent_directive', schema=None) as batch_op:
+        batch_op.create_index('ix_consent_directive_patient', ['patient_key', 'label_code'], unique=False)
+        batch_op.create_index(batch_op.f('ix_consent_directive_res_type_res_id'), ['res_type', 'res_id'], unique=False)
+    # Stored Consents have no directive rows yet: queue them for the index rebuild.
+    op.execute(
+        "INSERT INTO search_reindex (res_type, requested, reason) "
+        "SELECT DISTINCT res_type, CURRENT_TIMESTAMP, 'schema 0005: consent directives' FROM resource "
+        "WHERE res_type = 'Consent' AND res_type NOT IN (SELECT res_type FROM search_reindex)"
+    )
+
+
+def downgrade() -> None:
+    op.drop_table('consent_directive')

@@ -1,0 +1,241 @@
+"""The access policy: what each role may do to each resource type, and which rows it may see.
+
+Two layers, decided together by ``security.access.AccessGate``:
+
+- ``type_decision``: the role (and the token's SMART scopes) against the action and the type.
+  A denial here says nothing about any resource, so it is answered ``403``.
+- ``RowRule``: which rows of patient data the caller may see, as a SQL condition over a row's
+  ``(res_type, res_id, patient_key)``. Searches put it inside the query (so paging, totals,
+  includes, chains and ``_has`` only ever see allowed rows); reads evaluate it on the one row
+  (so a forbidden resource answers exactly like a missing one).
+
+Row rules by role:
+
+- clinicians (physician, nurse, radiologist, imaging technician) see a patient's record when a
+  care relationship links them to the patient: an Encounter, EpisodeOfCare, CareTeam or
+  ServiceRequest (referral) naming their Practitioner, or naming their institution (the
+  Organization whose CLUES identifier is on their account); and unless the patient's active
+  Consent denies them (their institution, themselves, or everyone) all the record or a
+  labelled category of it (``meta.security``, e.g. mental health). Resources outside any
+  patient compartment (practitioners, organizations, medications) are not patient data.
+- break-the-glass: a clinician who states an emergency reason sees the record regardless of
+  relationship and consent; the access is allowed, flagged (purpose BTG) and listed for review.
+- patient: only their own compartment, plus the directory (practitioners, organizations...).
+- system (an institution's OAuth2 client, SMART backend services): every patient, minus the
+  consents that deny its institution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+
+from expediente.db.schema import consent_directive, idx_reference, idx_token
+from expediente.fhir.resource_types import SERVED
+from expediente.security.principal import Principal
+from expediente.security.scopes import ACTION_LETTER, ROLE_DEFAULT_SCOPES, granting_contexts, parse_scopes
+
+CLUES_SYSTEM = "urn:oid:2.16.840.1.113883.4.631"
+
+READS = frozenset({"read", "vread", "history", "search", "everything"})
+WRITES = frozenset({"create", "update", "delete"})
+
+# Not patient data: who and where care is given, and what is given.
+DIRECTORY = frozenset({"Practitioner", "PractitionerRole", "Organization", "Location", "Medication"})
+CLINICAL = SERVED - DIRECTORY - {"AuditEvent"}
+CLINICIANS = frozenset({"physician", "nurse", "radiologist", "imaging_technician"})
+
+_READ_ALL = SERVED - {"AuditEvent"}
+_IMAGING = frozenset({"ImagingStudy", "DiagnosticReport", "Observation", "Procedure", "DocumentReference", "Binary"})
+
+# role -> (types it may read, types it may write). Rows are then narrowed by RowRule.
+ROLE_TYPES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "physician": (_READ_ALL, CLINICAL),
+    # Nurses record care but do not prescribe (recetas are a physician's act).
+    "nurse": (_READ_ALL, CLINICAL - {"MedicationRequest"}),
+    "radiologist": (_READ_ALL, _IMAGING | {"Composition", "Provenance", "ServiceRequest"}),
+    "imaging_technician": (
+        DIRECTORY | {"Patient", "Encounter", "ServiceRequest", "ImagingStudy", "Procedure", "Binary"},
+        frozenset({"ImagingStudy", "Procedure", "Binary"}),
+    ),
+    "system": (_READ_ALL, SERVED - {"AuditEvent"}),
+    # A patient reads their record and records their own consent (give or withdraw).
+    "patient": (_READ_ALL, frozenset({"Consent"})),
+    # Institution IT: the directory, not the clinical record.
+    "administrator": (DIRECTORY, DIRECTORY),
+    "auditor": (frozenset(), frozenset()),
+    "researcher": (frozenset(), frozenset()),
+}
+
+_REFUSALS = {
+    "researcher": "los investigadores solo acceden a datos desidentificados del banco de investigación",
+    "auditor": "los auditores consultan la bitácora, no el expediente",
+    "administrator": "los administradores gestionan el directorio institucional, no el expediente clínico",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TypeDecision:
+    allowed: bool
+    reason: str
+    # Scopes grant this only in the patient context: rows must be the token's own patient.
+    patient_context_only: bool = False
+
+
+def type_decision(principal: Principal, action: str, res_type: str | None) -> TypeDecision:
+    """May this role, with this token's scopes, do ``action`` on ``res_type`` at all?"""
+    role = principal.role
+    readable, writable = ROLE_TYPES.get(role, (frozenset(), frozenset()))
+    if res_type is None:  # system-wide history: every type the role reads
+        allowed = bool(readable) and action in READS
+    else:
+        allowed = res_type in (readable if action in READS else writable)
+    if not allowed:
+        if role in _REFUSALS:
+            return TypeDecision(False, _REFUSALS[role])
+        if role not in ROLE_TYPES:
+            return TypeDecision(False, f"rol sin permisos: {role or 'ninguno'}")
+        verb = "consultar" if action in READS else "modificar"
+        return TypeDecision(False, f"el rol {role} no puede {verb} {res_type or 'todo el servidor'}")
+    scopes = parse_scopes(principal.scopes if principal.scopes is not None else ROLE_DEFAULT_SCOPES.get(role, ()))
+    contexts = granting_contexts(scopes, res_type or "*", ACTION_LETTER.get(action, "r"))
+    if not contexts:
+        return TypeDecision(False, f"el token no incluye un alcance (scope) que permita {action} sobre {res_type or '*'}")
+    return TypeDecision(True, f"rol {role}", patient_context_only=contexts == {"patient"})
+
+
+def readable_types(principal: Principal, action: str = "search") -> frozenset[str]:
+    """Every type this caller may read (``$everything`` and system history are limited to them)."""
+    return frozenset(t for t in SERVED if type_decision(principal, action, t).allowed)
+
+
+# --------------------------------------------------------------------------------------------
+# Row rules
+
+# Care relationships: (resource type, reference parameter, whom it names).
+_PERSONAL = (
+    ("Encounter", "participant"),
+    ("Encounter", "practitioner"),
+    ("EpisodeOfCare", "care-manager"),
+    ("CareTeam", "participant"),
+    ("ServiceRequest", "performer"),
+    ("ServiceRequest", "requester"),
+)
+_INSTITUTIONAL = (
+    ("Encounter", "service-provider"),
+    ("EpisodeOfCare", "organization"),
+    ("CareTeam", "participant"),
+    ("ServiceRequest", "performer"),
+)
+
+_care = idx_reference.alias("policy_care")
+_org = idx_token.alias("policy_org")
+_label = idx_token.alias("policy_label")
+_deny = consent_directive.alias("policy_deny")
+_deny_label = consent_directive.alias("policy_deny_label")
+
+
+@dataclass(frozen=True, slots=True)
+class RowRule:
+    """Which rows of patient data a caller may see. ``kind``: ``all`` (no restriction), ``care``
+    (relationship and consent), ``institution`` (consent only), ``own`` (one patient)."""
+
+    kind: str
+    practitioner_id: str | None = None
+    clues: str | None = None
+    patient_id: str | None = None
+
+    @property
+    def unrestricted(self) -> bool:
+        return self.kind == "all"
+
+    def visible(self, res_type: sa.ColumnElement, res_id: sa.ColumnElement, patient_key: sa.ColumnElement) -> sa.ColumnElement[bool] | None:
+        """The SQL condition a row must meet, or None when every row is visible."""
+        if self.kind == "all":
+            return None
+        if self.kind == "own":
+            return sa.or_(patient_key == self.patient_id, sa.and_(patient_key.is_(None), res_type.in_(sorted(DIRECTORY))))
+        consented = self._consented(res_type, res_id, patient_key)
+        if self.kind == "institution":
+            return consented
+        return sa.and_(sa.or_(patient_key.is_(None), patient_key.in_(self._care_patients())), consented)
+
+    def _org_ids(self) -> sa.Select:
+        return sa.select(_org.c.res_id).where(
+            _org.c.res_type == "Organization", _org.c.param == "identifier", _org.c.code == (self.clues or ""), _org.c.system == CLUES_SYSTEM
+        )
+
+    def _care_patients(self) -> sa.Select:
+        links = []
+        if self.practitioner_id:
+            links.append(
+                sa.and_(
+                    _care.c.target_id == self.practitioner_id,
+                    _care.c.target_type == "Practitioner",
+                    _pairs(_care, _PERSONAL),
+                )
+            )
+        if self.clues:
+            links.append(sa.and_(_care.c.target_id.in_(self._org_ids()), _care.c.target_type == "Organization", _pairs(_care, _INSTITUTIONAL)))
+        if not links:
+            return sa.select(_care.c.patient_key).where(sa.false())
+        return sa.select(_care.c.patient_key).where(sa.or_(*links), _care.c.patient_key.is_not(None))
+
+    def _actor(self, d) -> sa.ColumnElement[bool]:
+        """A consent directive that names this caller (or everyone)."""
+        options = [d.c.actor_id.is_(None)]
+        if self.practitioner_id:
+            options.append(sa.and_(d.c.actor_type == "Practitioner", d.c.actor_id == self.practitioner_id))
+        if self.clues:
+            options.append(sa.and_(d.c.actor_type == "Organization", d.c.actor_id.in_(self._org_ids())))
+        now = datetime.now(UTC).replace(tzinfo=None)
+        in_force = sa.and_(sa.or_(d.c.period_low.is_(None), d.c.period_low <= now), sa.or_(d.c.period_high.is_(None), d.c.period_high >= now))
+        return sa.and_(sa.or_(*options), in_force)
+
+    def _consented(self, res_type, res_id, patient_key) -> sa.ColumnElement[bool]:
+        denied_all = sa.select(_deny.c.patient_key).where(_deny.c.label_code.is_(None), _deny.c.patient_key.is_not(None), self._actor(_deny))
+        denied_label = (
+            sa.select(sa.literal(1))
+            .select_from(_label)
+            .join(_deny_label, sa.and_(_deny_label.c.label_code == _label.c.code, _deny_label.c.patient_key == patient_key))
+            .where(
+                _label.c.res_type == res_type,
+                _label.c.res_id == res_id,
+                _label.c.param == "_security",
+                sa.or_(_deny_label.c.label_system.is_(None), _deny_label.c.label_system == _label.c.system),
+                self._actor(_deny_label),
+            )
+            .exists()
+        )
+        return sa.or_(patient_key.is_(None), sa.and_(patient_key.notin_(denied_all), sa.not_(denied_label)))
+
+
+def _pairs(t, pairs) -> sa.ColumnElement[bool]:
+    return sa.or_(*(sa.and_(t.c.res_type == rt, t.c.param == p) for rt, p in pairs))
+
+
+def row_rule(principal: Principal, *, emergency: bool = False, patient_context_only: bool = False) -> RowRule:
+    """The rows this caller may see (``emergency``: break-the-glass, already checked allowed)."""
+    role = principal.role
+    if role == "patient" or patient_context_only:
+        return RowRule("own", patient_id=principal.patient_id or "")
+    if role in CLINICIANS:
+        if emergency:
+            return RowRule("all")
+        return RowRule("care", practitioner_id=_ref_id(principal.practitioner_ref, "Practitioner"), clues=principal.organization)
+    if role == "system":
+        return RowRule("institution", clues=principal.organization) if principal.organization else RowRule("all")
+    # Roles that read no patient data see only the directory (their type rules stop the rest).
+    return RowRule("own", patient_id="")
+
+
+def _ref_id(ref: str | None, res_type: str) -> str | None:
+    if ref and ref.startswith(res_type + "/"):
+        return ref.split("/", 1)[1] or None
+    return None
+
+
+def may_break_glass(principal: Principal) -> bool:
+    return principal.role in CLINICIANS and principal.kind == "person"
