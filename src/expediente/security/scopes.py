@@ -24,7 +24,8 @@ ROLE_DEFAULT_SCOPES: dict[str, tuple[str, ...]] = {
     "radiologist": ("user/*.cruds",),
     "imaging_technician": ("user/*.cruds",),
     "system": ("system/*.cruds",),
-    "patient": ("patient/*.rs",),
+    # Patients read their record and give or withdraw their consents.
+    "patient": ("patient/*.rs", "patient/Consent.cud"),
     "auditor": ("user/AuditEvent.rs",),
     "researcher": (),
 }
