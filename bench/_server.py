@@ -415,3 +415,37 @@ def postgres_info(admin_url: str) -> dict:
     except Exception as exc:  # noqa: BLE001 - informational only
         return {"error": str(exc)[:200]}
     return {"server_version": version, **settings}
+
+
+def security_counters(base_url: str) -> dict[str, float]:
+    """The server's cumulative seconds in the access policy, in audit appends, and answering
+    requests (all routes), read from its Prometheus /metrics."""
+    with urllib.request.urlopen(base_url + "/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    totals = {"policy": 0.0, "audit": 0.0, "requests": 0.0}
+    for line in text.splitlines():
+        if line.startswith("expediente_security_seconds_total{"):
+            part = line.split('part="', 1)[1].split('"', 1)[0]
+            totals[part] = totals.get(part, 0.0) + float(line.rsplit(" ", 1)[1])
+        elif line.startswith("expediente_http_request_duration_seconds_sum{") and 'route="/metrics"' not in line:
+            totals["requests"] += float(line.rsplit(" ", 1)[1])
+    return totals
+
+
+def security_share(before: dict[str, float], after: dict[str, float]) -> dict:
+    """Policy and audit time inside requests between two readings, as a share of request time."""
+    request_s = after["requests"] - before["requests"]
+    policy_s = after["policy"] - before["policy"]
+    audit_s = after["audit"] - before["audit"]
+
+    def percent(part: float) -> float | None:
+        return round(100 * part / request_s, 2) if request_s > 0 else None
+
+    return {
+        "request_seconds": round(request_s, 4),
+        "policy_seconds": round(policy_s, 4),
+        "audit_seconds": round(audit_s, 4),
+        "policy_percent": percent(policy_s),
+        "audit_percent": percent(audit_s),
+        "security_percent": percent(policy_s + audit_s),
+    }

@@ -227,21 +227,25 @@ async def _client_loop(session: aiohttp.ClientSession, op: Op, client: int, wind
             window.record(t0, False, type(exc).__name__)
 
 
-async def run_phase(session, op: Op, clients: int, warmup: float, seconds: float, meter: _server.CpuMeter) -> dict:
+async def run_phase(
+    session, op: Op, clients: int, warmup: float, seconds: float, meter: _server.CpuMeter, base_url: str
+) -> dict:
     window = Window()
     tasks = [asyncio.create_task(_client_loop(session, op, i, window)) for i in range(clients)]
     try:
         await asyncio.sleep(warmup)
+        before = await asyncio.to_thread(_server.security_counters, base_url)
         meter.start()
         window.start = perf_counter()
         await asyncio.sleep(seconds)
         window.stopped = True
         cpu = meter.stop()
+        after = await asyncio.to_thread(_server.security_counters, base_url)
         await asyncio.wait_for(asyncio.gather(*tasks), timeout=120)
     finally:
         for t in tasks:
             t.cancel()
-    return phase_figures(window, cpu)
+    return phase_figures(window, cpu) | {"security": _server.security_share(before, after)}
 
 
 # ------------------------------------------------------------------ figures
@@ -293,6 +297,10 @@ def summarize(runs: list[dict]) -> dict:
         "latency_ms": {k: _median([r["latency_ms"][k] for r in runs]) for k in ("p50", "p95", "p99", "max", "mean")},
         "cpu_cores": {k: _median([r["cpu"][f"{k}_cores"] for r in runs]) for k in ("loadgen", "server", "postgres", "other", "machine_busy")}
         | {"machine_busy_fraction": _median([r["cpu"]["machine_busy_fraction"] for r in runs])},
+        # Access-policy decision + audit append, as a share of the server's request time.
+        "security_percent": {
+            k: _median([r["security"][k] for r in runs]) for k in ("policy_percent", "audit_percent", "security_percent")
+        },
         "runs": runs,
     }
 
@@ -354,7 +362,7 @@ async def bench_backend(base_url: str, token: str, args, meter: _server.CpuMeter
             # Fresh connections each phase (opened during the warmup): how the server's workers
             # split them is drawn anew, so repeats sample it instead of inheriting one split.
             async with _session(base_url, token, args.clients) as session:
-                fig = await run_phase(session, op, args.clients, args.warmup, args.seconds, meter)
+                fig = await run_phase(session, op, args.clients, args.warmup, args.seconds, meter, base_url)
             runs[phase].append(fig)
             log(_progress_line(name, rep, args.repeat, phase, fig))
     return {p: summarize(r) for p, r in runs.items()}
@@ -364,7 +372,7 @@ def _progress_line(name: str, rep: int, repeat: int, phase: str, fig: dict) -> s
     lat, cpu = fig["latency_ms"], fig["cpu"]
     return (
         f"{name} {rep}/{repeat} {phase:6s}: {fig['requests_per_s']:7.1f}/s  p50 {lat['p50']} ms  p99 {lat['p99']} ms  "
-        f"errors {fig['errors']}  cores: loadgen {cpu['loadgen_cores']} server {cpu['server_cores']} "
+        f"errors {fig['errors']}  security {fig['security']['security_percent']} %  cores: loadgen {cpu['loadgen_cores']} server {cpu['server_cores']} "
         f"(by process {cpu['server_process_cores']}) postgres {cpu['postgres_cores']} other {cpu['other_cores']}"
     )
 

@@ -159,6 +159,7 @@ def _excerpt(body: bytes, limit: int = 400) -> str:
 class Client:
     def __init__(self, base_url: str, token: str, timeout: float = 120.0):
         parts = urllib.parse.urlsplit(base_url)
+        self.base_url = base_url
         self.host, self.port, self.timeout = parts.hostname, parts.port, timeout
         self.headers = {"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"}
         self.conn: http.client.HTTPConnection | None = None
@@ -333,6 +334,7 @@ def measure_kind(client: Client, kind: str, targets: list[dict], rng: random.Ran
     for _ in range(warmup):
         client.request("GET", query_path(kind, rng.choice(targets)))
     answers = []
+    security_before = _server.security_counters(client.base_url)
     meter.start()
     for _ in range(requests):
         target = rng.choice(targets)
@@ -341,6 +343,7 @@ def measure_kind(client: Client, kind: str, targets: list[dict], rng: random.Ran
         status, body = client.request("GET", path)
         answers.append(((perf_counter() - t0) * 1000, status, path, target, body))
     cpu = meter.stop()
+    security = _server.security_share(security_before, _server.security_counters(client.base_url))
     latencies, statuses, entries = [], Counter(), []
     first_error = first_check = None
     checks = 0
@@ -372,6 +375,7 @@ def measure_kind(client: Client, kind: str, targets: list[dict], rng: random.Ran
         "check_failures": checks,
         "first_check_failure": first_check,
         "cpu": cpu,
+        "security": security,
     }
 
 
@@ -386,6 +390,10 @@ def summarize_kind(kind: str, runs: list[dict]) -> dict:
         "check_failures": sum(r["check_failures"] for r in runs),
         "first_check_failure": next((r["first_check_failure"] for r in runs if r["first_check_failure"]), None),
         "cpu_cores": {k: _median([r["cpu"][f"{k}_cores"] for r in runs]) for k in ("loadgen", "server", "postgres", "other", "machine_busy")},
+        # Access-policy decision + audit append, as a share of the server's request time.
+        "security_percent": {
+            k: _median([r["security"][k] for r in runs]) for k in ("policy_percent", "audit_percent", "security_percent")
+        },
         "runs": runs,
     }
 
@@ -575,7 +583,8 @@ def measure_size(db: _population.PopulationDb, args, rng: random.Random, materia
                         lat = fig["latency_ms"]
                         log(
                             f"  {db.backend} p{db.patients} {rep}/{args.repeat} {kind:22s} p50 {lat['p50']} p95 {lat['p95']} p99 {lat['p99']} ms  "
-                            f"errors {fig['errors']} {fig['statuses'] if fig['errors'] else ''} checks failed {fig['check_failures']}"
+                            f"errors {fig['errors']} {fig['statuses'] if fig['errors'] else ''} checks failed {fig['check_failures']}  "
+                            f"security {fig['security']['security_percent']} %"
                         )
             finally:
                 client.close()

@@ -170,6 +170,16 @@ consent_directive = _index_table(
 )
 sa.Index("ix_consent_directive_patient", consent_directive.c.patient_key, consent_directive.c.label_code)
 
+# Care relationships, derived like index rows from Encounter, EpisodeOfCare, CareTeam and
+# ServiceRequest: "this practitioner / this organization cares for this patient". The access
+# policy probes it once per row it decides ((actor, patient) is one index seek).
+care_link = _index_table(
+    "care_link",
+    sa.Column("actor_type", TYPE, nullable=False),
+    sa.Column("actor_id", ID, nullable=False),
+)
+sa.Index("ix_care_link_actor", care_link.c.actor_id, care_link.c.actor_type, care_link.c.patient_key)
+
 INDEX_TABLES: dict[str, sa.Table] = {
     "token": idx_token,
     "string": idx_string,
@@ -180,6 +190,7 @@ INDEX_TABLES: dict[str, sa.Table] = {
     "uri": idx_uri,
     "composite": idx_composite,
     "consent": consent_directive,
+    "care": care_link,
 }
 
 # Resource types whose index rows are being (re)computed, e.g. after the search parameters

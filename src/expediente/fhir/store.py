@@ -834,12 +834,10 @@ def _entities(*groups: list[Stored]) -> tuple[str, ...]:
 
 
 def _care_references(res_type: str, index_rows: dict) -> tuple[tuple[str, str], ...]:
-    """What a care-opening resource (Encounter, EpisodeOfCare...) refers to, for the policy."""
+    """Whom a care-opening resource (Encounter, EpisodeOfCare...) links to the patient."""
     if res_type not in CARE_OPENING_TYPES:
         return ()
-    return tuple(
-        sorted({(r["target_type"], r["target_id"]) for r in index_rows.get("reference", ()) if r.get("target_id") and r.get("target_type")})
-    )
+    return tuple(sorted({(r["actor_type"], r["actor_id"]) for r in index_rows.get("care", ())}))
 
 
 def _etag_version(if_match: str) -> int:

@@ -14,6 +14,13 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
+# Time spent inside requests on security: the access-policy decision (including the SQL probes
+# it runs for writes) and appending the audit entry (including waiting for its commit).
+# bench/fhir_crud.py and bench/fhir_search.py report it as a share of request time.
+SECURITY_SECONDS = Counter("expediente_security_seconds", "Time spent deciding access and appending audit entries", ["part"])
+POLICY_SECONDS = SECURITY_SECONDS.labels("policy")
+AUDIT_SECONDS = SECURITY_SECONDS.labels("audit")
+
 BATCH_SIZE = Histogram(
     "expediente_group_commit_batch_size",
     "Jobs committed together in one transaction",

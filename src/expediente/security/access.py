@@ -12,13 +12,17 @@ once their page is known, with the ids they return.
 
 from __future__ import annotations
 
+import functools
+import time
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 
 from expediente.fhir import errors
 from expediente.fhir.errors import FhirError
+from expediente.ops.metrics import AUDIT_SECONDS, POLICY_SECONDS
 from expediente.security import policy
+from expediente.security.care import CARE_TYPES
 from expediente.security.audit import AuditEntry, AuditUnavailable, AuditWriter
 from expediente.security.policy import READS, WRITES, RowRule  # noqa: F401 - re-exported
 from expediente.security.principal import Principal
@@ -26,7 +30,7 @@ from expediente.security.principal import Principal
 BREAK_GLASS = "BTG"
 # Care relationships a clinician may open by writing them at their own institution or naming
 # themselves (admission, a new episode, joining a care team, a referral).
-CARE_OPENING_TYPES = frozenset({"Encounter", "EpisodeOfCare", "CareTeam", "ServiceRequest"})
+CARE_OPENING_TYPES = CARE_TYPES
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +41,7 @@ class Access:
     patient_key: str | None = None
     # Reads: whether the row meets the caller's row rule (the store evaluates it in SQL).
     visible: bool = True
-    # Writes of care-opening types: the (target type, target id) the new content refers to.
+    # Writes of care-opening types: the (actor type, actor id) the new content links to the patient.
     references: tuple[tuple[str, str], ...] = ()
 
 
@@ -99,12 +103,50 @@ def _decide_audit_trail(principal: Principal, access: Access) -> Decision:
     return Decision(False, "solo auditores, administradores y el propio paciente consultan la bitácora")
 
 
+def _timed(method):
+    """Account the gate's time: the audit append apart (``_audit_seconds``), the rest is the
+    policy decision. Exported as metrics, read by the benchmarks."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        start = time.perf_counter()
+        before = _AUDIT_CLOCK.seconds
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            audit = _AUDIT_CLOCK.seconds - before
+            POLICY_SECONDS.inc(max(time.perf_counter() - start - audit, 0.0))
+            AUDIT_SECONDS.inc(audit)
+
+    return wrapper
+
+
+class _AuditClock:
+    """Seconds spent appending audit entries in this thread (threads serve requests)."""
+
+    def __init__(self):
+        import threading
+
+        self._local = threading.local()
+
+    @property
+    def seconds(self) -> float:
+        return getattr(self._local, "seconds", 0.0)
+
+    def add(self, seconds: float) -> None:
+        self._local.seconds = self.seconds + seconds
+
+
+_AUDIT_CLOCK = _AuditClock()
+
+
 class AccessGate:
     def __init__(self, audit: AuditWriter):
         self._audit = audit
 
     # ------------------------------------------------------------------ reads
 
+    @_timed
     def grant(self, principal: Principal, action: str, res_type: str | None, *, source=None, emergency=None) -> Grant:
         """The type-level decision of a read, with the caller's row rule. A denial is recorded
         and raised (403); an allowed read is recorded later with ``record`` (what it returned)."""
@@ -117,6 +159,7 @@ class AccessGate:
             return Grant(principal, RowRule("all"), None, None)
         return Grant(principal, self.row_rule(principal, action, res_type, emergency=emergency), decision.purpose, emergency)
 
+    @_timed
     def record(self, grant: Grant, access: Access, *, source=None, entities: tuple[str, ...] = ()) -> None:
         """Record a read decided under ``grant`` (``access.visible`` says whether its row was
         visible); raise 404 for a hidden row, 503 when the entry cannot be stored."""
@@ -125,6 +168,7 @@ class AccessGate:
         if not decision.allowed:
             raise _error(decision, access)
 
+    @_timed
     def authorize(self, principal: Principal, access: Access, *, source: str | None = None, emergency: str | None = None) -> None:
         """Decide and record one access whose row visibility is known; raise when denied."""
         decision = decide(principal, access, emergency)
@@ -134,6 +178,7 @@ class AccessGate:
 
     # ----------------------------------------------------------------- writes
 
+    @_timed
     def authorize_in(
         self,
         conn: sa.Connection,
@@ -150,7 +195,9 @@ class AccessGate:
         for access in accesses:
             access = self._with_visibility(conn, principal, access, emergency)
             decided.append((access, decide(principal, access, emergency)))
+        start = time.perf_counter()
         AuditWriter.record_in(conn, [self._entry(principal, a, d, source) for a, d in decided])
+        _AUDIT_CLOCK.add(time.perf_counter() - start)
         denied = next(((a, d) for a, d in decided if not d.allowed), None)
         return None if denied is None else _error(denied[1], denied[0], write=denied[0].action in WRITES)
 
@@ -192,10 +239,13 @@ class AccessGate:
     # ----------------------------------------------------------------- common
 
     def _record(self, entry: AuditEntry) -> None:
+        start = time.perf_counter()
         try:
             self._audit.record(entry)
         except AuditUnavailable:
             raise _unrecorded() from None
+        finally:
+            _AUDIT_CLOCK.add(time.perf_counter() - start)
 
     @staticmethod
     def _entry(principal: Principal, access: Access, decision: Decision, source, entities: tuple[str, ...] = ()) -> AuditEntry:

@@ -14,7 +14,7 @@ Row rules by role:
 - clinicians (physician, nurse, radiologist, imaging technician) see a patient's record when a
   care relationship links them to the patient: an Encounter, EpisodeOfCare, CareTeam or
   ServiceRequest (referral) naming their Practitioner, or naming their institution (the
-  Organization whose CLUES identifier is on their account); and unless the patient's active
+  Organization whose CLUES identifier is on their account; see ``security/care.py``); and unless the patient's active
   Consent denies them (their institution, themselves, or everyone) all the record or a
   labelled category of it (``meta.security``, e.g. mental health). Resources outside any
   patient compartment (practitioners, organizations, medications) are not patient data.
@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from expediente.db.schema import consent_directive, idx_reference, idx_token
+from expediente.db.schema import care_link, consent_directive, idx_token
 from expediente.fhir.resource_types import SERVED
 from expediente.security.principal import Principal
 from expediente.security.scopes import ACTION_LETTER, ROLE_DEFAULT_SCOPES, granting_contexts, parse_scopes
@@ -114,23 +114,7 @@ def readable_types(principal: Principal, action: str = "search") -> frozenset[st
 # --------------------------------------------------------------------------------------------
 # Row rules
 
-# Care relationships: (resource type, reference parameter, whom it names).
-_PERSONAL = (
-    ("Encounter", "participant"),
-    ("Encounter", "practitioner"),
-    ("EpisodeOfCare", "care-manager"),
-    ("CareTeam", "participant"),
-    ("ServiceRequest", "performer"),
-    ("ServiceRequest", "requester"),
-)
-_INSTITUTIONAL = (
-    ("Encounter", "service-provider"),
-    ("EpisodeOfCare", "organization"),
-    ("CareTeam", "participant"),
-    ("ServiceRequest", "performer"),
-)
-
-_care = idx_reference.alias("policy_care")
+_care = care_link.alias("policy_care")
 _org = idx_token.alias("policy_org")
 _label = idx_token.alias("policy_label")
 _deny = consent_directive.alias("policy_deny")
@@ -160,28 +144,30 @@ class RowRule:
         consented = self._consented(res_type, res_id, patient_key)
         if self.kind == "institution":
             return consented
-        return sa.and_(sa.or_(patient_key.is_(None), patient_key.in_(self._care_patients())), consented)
+        return sa.and_(sa.or_(patient_key.is_(None), self._in_care(patient_key)), consented)
 
     def _org_ids(self) -> sa.Select:
         return sa.select(_org.c.res_id).where(
             _org.c.res_type == "Organization", _org.c.param == "identifier", _org.c.code == (self.clues or ""), _org.c.system == CLUES_SYSTEM
         )
 
-    def _care_patients(self) -> sa.Select:
-        links = []
+    def _in_care(self, patient_key: sa.ColumnElement) -> sa.ColumnElement[bool]:
+        """A care relationship links this clinician, or their institution, to the patient
+        (``care_link``: one index seek per actor kind)."""
+        probes = []
         if self.practitioner_id:
-            links.append(
-                sa.and_(
-                    _care.c.target_id == self.practitioner_id,
-                    _care.c.target_type == "Practitioner",
-                    _pairs(_care, _PERSONAL),
-                )
+            probes.append(
+                sa.select(sa.literal(1))
+                .where(_care.c.actor_id == self.practitioner_id, _care.c.actor_type == "Practitioner", _care.c.patient_key == patient_key)
+                .exists()
             )
         if self.clues:
-            links.append(sa.and_(_care.c.target_id.in_(self._org_ids()), _care.c.target_type == "Organization", _pairs(_care, _INSTITUTIONAL)))
-        if not links:
-            return sa.select(_care.c.patient_key).where(sa.false())
-        return sa.select(_care.c.patient_key).where(sa.or_(*links), _care.c.patient_key.is_not(None))
+            probes.append(
+                sa.select(sa.literal(1))
+                .where(_care.c.actor_id.in_(self._org_ids()), _care.c.actor_type == "Organization", _care.c.patient_key == patient_key)
+                .exists()
+            )
+        return sa.or_(*probes) if probes else sa.false()
 
     def _actor(self, d) -> sa.ColumnElement[bool]:
         """A consent directive that names this caller (or everyone)."""
@@ -196,24 +182,29 @@ class RowRule:
 
     def _consented(self, res_type, res_id, patient_key) -> sa.ColumnElement[bool]:
         denied_all = sa.select(_deny.c.patient_key).where(_deny.c.label_code.is_(None), _deny.c.patient_key.is_not(None), self._actor(_deny))
+        # Driven from the patient's label rules (almost always none: one index seek), then
+        # the resource's own security labels.
         denied_label = (
             sa.select(sa.literal(1))
-            .select_from(_label)
-            .join(_deny_label, sa.and_(_deny_label.c.label_code == _label.c.code, _deny_label.c.patient_key == patient_key))
+            .select_from(_deny_label)
+            .join(
+                _label,
+                sa.and_(
+                    _label.c.res_type == res_type,
+                    _label.c.res_id == res_id,
+                    _label.c.param == "_security",
+                    _label.c.code == _deny_label.c.label_code,
+                ),
+            )
             .where(
-                _label.c.res_type == res_type,
-                _label.c.res_id == res_id,
-                _label.c.param == "_security",
+                _deny_label.c.patient_key == patient_key,
+                _deny_label.c.label_code.is_not(None),
                 sa.or_(_deny_label.c.label_system.is_(None), _deny_label.c.label_system == _label.c.system),
                 self._actor(_deny_label),
             )
             .exists()
         )
         return sa.or_(patient_key.is_(None), sa.and_(patient_key.notin_(denied_all), sa.not_(denied_label)))
-
-
-def _pairs(t, pairs) -> sa.ColumnElement[bool]:
-    return sa.or_(*(sa.and_(t.c.res_type == rt, t.c.param == p) for rt, p in pairs))
 
 
 def row_rule(principal: Principal, *, emergency: bool = False, patient_context_only: bool = False) -> RowRule:

@@ -629,14 +629,23 @@ def extract_index(resource: dict) -> dict[str, list[dict]]:
         if rows:
             keys = _ROW_KEYS[kind]
             result[kind] = [dict(zip(keys, row)) for row in rows]
+    # The access policy's own rows, kept like an index: consent rules and care relationships.
     if res_type == "Consent":
-        # The access policy's view of the consent, kept like an index (security/consent.py).
         from expediente.security.consent import consent_rows
 
         directives = consent_rows(resource)
         if directives:
             result["consent"] = directives
+    elif res_type in _CARE_TYPES and "reference" in result:
+        from expediente.security.care import care_rows
+
+        links = care_rows(res_type, result["reference"])
+        if links:
+            result["care"] = links
     return result
+
+
+_CARE_TYPES = frozenset({"Encounter", "EpisodeOfCare", "CareTeam", "ServiceRequest"})
 
 
 # --------------------------------------------------------------------------------------------
