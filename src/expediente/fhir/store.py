@@ -818,11 +818,16 @@ def _visible_of(grant):
 def _fetch_visible(conn: sa.Connection, grant, statement: sa.Select, table: sa.Table, params: dict) -> tuple[Stored | None, bool]:
     """One row by primary key and whether the caller's row rule lets them see it, in one
     round trip (the rule is evaluated by the database on that row)."""
-    cond = grant.rule.visible(table.c.res_type, table.c.res_id, table.c.patient_key)
-    if cond is None:
+    rule = grant.rule
+    if rule.unrestricted:
         row = conn.execute(statement, params).first()
         return (Stored(*row) if row else None), True
-    row = conn.execute(statement.add_columns(sa.case((cond, True), else_=False).label("visible")), params).first()
+    key = (table.name, len(params), rule.shape)
+    with_rule = _VISIBLE_STATEMENTS.get(key)
+    if with_rule is None:
+        cond = rule.visible(table.c.res_type, table.c.res_id, table.c.patient_key)
+        with_rule = _VISIBLE_STATEMENTS[key] = statement.add_columns(sa.case((cond, True), else_=False).label("visible"))
+    row = conn.execute(with_rule, {**params, **rule.params()}).first()
     if row is None:
         return None, True
     return Stored(*row[:-1]), bool(row[-1])
@@ -862,6 +867,9 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str, str, int]:
     except Exception:  # noqa: BLE001 - any malformed cursor is the client's error
         raise errors.bad_request("Cursor de página inválido; vuelva a pedir la primera página") from None
 
+
+# Primary-key reads with the row rule's condition, by (table, key size, rule shape): built once.
+_VISIBLE_STATEMENTS: dict[tuple, sa.Select] = {}
 
 # Statements of conditions (conditional references of Bundles), by (type, parameters, limit).
 _CONDITION_STATEMENTS: dict[tuple, sa.Select] = {}

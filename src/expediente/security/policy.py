@@ -27,6 +27,7 @@ Row rules by role:
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -34,6 +35,7 @@ import sqlalchemy as sa
 
 from expediente.db.schema import care_link, consent_directive, idx_token
 from expediente.fhir.resource_types import SERVED
+from expediente.ops.metrics import POLICY_SECONDS
 from expediente.security.principal import Principal
 from expediente.security.scopes import ACTION_LETTER, ROLE_DEFAULT_SCOPES, granting_contexts, parse_scopes
 
@@ -135,12 +137,38 @@ class RowRule:
     def unrestricted(self) -> bool:
         return self.kind == "all"
 
+    @property
+    def shape(self) -> tuple:
+        """What the condition's SQL depends on; its values are bound parameters (``params``),
+        so a statement built for one caller serves every caller of the same shape."""
+        return self.kind, bool(self.practitioner_id), bool(self.clues)
+
+    def params(self) -> dict:
+        """The bound values of the condition (the clock included: consents have periods)."""
+        return {
+            "policy_practitioner": self.practitioner_id,
+            "policy_clues": self.clues,
+            "policy_patient": self.patient_id,
+            "policy_now": datetime.now(UTC).replace(tzinfo=None),
+        }
+
+    def _bound(self, name: str, value):
+        return sa.bindparam(f"policy_{name}", value, type_=sa.DateTime() if name == "now" else sa.String())
+
     def visible(self, res_type: sa.ColumnElement, res_id: sa.ColumnElement, patient_key: sa.ColumnElement) -> sa.ColumnElement[bool] | None:
         """The SQL condition a row must meet, or None when every row is visible."""
+        start = time.perf_counter()
+        try:
+            return self._condition(res_type, res_id, patient_key)
+        finally:
+            POLICY_SECONDS.inc(time.perf_counter() - start)  # building it is the policy's time
+
+    def _condition(self, res_type, res_id, patient_key) -> sa.ColumnElement[bool] | None:
         if self.kind == "all":
             return None
         if self.kind == "own":
-            return sa.or_(patient_key == self.patient_id, sa.and_(patient_key.is_(None), res_type.in_(sorted(DIRECTORY))))
+            mine = patient_key == self._bound("patient", self.patient_id)
+            return sa.or_(mine, sa.and_(patient_key.is_(None), res_type.in_(sorted(DIRECTORY))))
         consented = self._consented(res_type, res_id, patient_key)
         if self.kind == "institution":
             return consented
@@ -148,7 +176,7 @@ class RowRule:
 
     def _org_ids(self) -> sa.Select:
         return sa.select(_org.c.res_id).where(
-            _org.c.res_type == "Organization", _org.c.param == "identifier", _org.c.code == (self.clues or ""), _org.c.system == CLUES_SYSTEM
+            _org.c.res_type == "Organization", _org.c.param == "identifier", _org.c.code == self._bound("clues", self.clues), _org.c.system == CLUES_SYSTEM
         )
 
     def _in_care(self, patient_key: sa.ColumnElement) -> sa.ColumnElement[bool]:
@@ -158,7 +186,11 @@ class RowRule:
         if self.practitioner_id:
             probes.append(
                 sa.select(sa.literal(1))
-                .where(_care.c.actor_id == self.practitioner_id, _care.c.actor_type == "Practitioner", _care.c.patient_key == patient_key)
+                .where(
+                    _care.c.actor_id == self._bound("practitioner", self.practitioner_id),
+                    _care.c.actor_type == "Practitioner",
+                    _care.c.patient_key == patient_key,
+                )
                 .exists()
             )
         if self.clues:
@@ -173,10 +205,10 @@ class RowRule:
         """A consent directive that names this caller (or everyone)."""
         options = [d.c.actor_id.is_(None)]
         if self.practitioner_id:
-            options.append(sa.and_(d.c.actor_type == "Practitioner", d.c.actor_id == self.practitioner_id))
+            options.append(sa.and_(d.c.actor_type == "Practitioner", d.c.actor_id == self._bound("practitioner", self.practitioner_id)))
         if self.clues:
             options.append(sa.and_(d.c.actor_type == "Organization", d.c.actor_id.in_(self._org_ids())))
-        now = datetime.now(UTC).replace(tzinfo=None)
+        now = self._bound("now", datetime.now(UTC).replace(tzinfo=None))
         in_force = sa.and_(sa.or_(d.c.period_low.is_(None), d.c.period_low <= now), sa.or_(d.c.period_high.is_(None), d.c.period_high >= now))
         return sa.and_(sa.or_(*options), in_force)
 
