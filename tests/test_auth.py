@@ -538,3 +538,14 @@ def test_capability_statement_declares_smart_security(client):
         "token": "http://testserver/auth/token",
         "revoke": "http://testserver/auth/revoke",
     }
+
+
+def test_ended_logins_are_deleted_at_the_next_login(client, services):
+    username = person(services)
+    old = password_grant(client, username).json()["refresh_token"]
+    with services.engine.begin() as conn:
+        conn.execute(refresh_token.update().values(family_expires=datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=1)))
+    password_grant(client, username)
+    with services.engine.connect() as conn:
+        hashes = conn.execute(sa.select(refresh_token.c.token_hash).where(refresh_token.c.username == username)).scalars().all()
+    assert len(hashes) == 1 and hashlib.sha256(old.encode()).hexdigest() not in hashes

@@ -215,6 +215,7 @@ refresh_token = sa.Table(
     sa.Column("used", TS, nullable=True),
     sa.Column("revoked", TS, nullable=True),
     sa.Index(None, "family"),
+    sa.Index(None, "username"),
 )
 
 # Every access decision, allowed or denied. The security layer turns this into a hash-chained,

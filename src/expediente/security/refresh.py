@@ -68,9 +68,11 @@ def _insert(conn: sa.Connection, family: str, username: str, scope: str, now: da
 
 
 def start_family(engine: sa.Engine, username: str, scope: str, policy: RefreshPolicy) -> str:
-    """The first refresh token of a new login."""
+    """The first refresh token of a new login. The account's ended logins are deleted here, so
+    the table holds live logins only and needs no separate clean-up job."""
     now = _now()
     with write_transaction(engine) as conn:
+        conn.execute(refresh_token.delete().where(refresh_token.c.username == username, refresh_token.c.family_expires < now))
         return _insert(conn, secrets.token_urlsafe(24), username, scope, now, now + timedelta(seconds=policy.max_seconds), policy)
 
 
@@ -116,9 +118,3 @@ def revoke_family(engine: sa.Engine, family: str) -> None:
 
 def _revoke_family(conn: sa.Connection, family: str, now: datetime) -> None:
     conn.execute(refresh_token.update().where(refresh_token.c.family == family, refresh_token.c.revoked.is_(None)).values(revoked=now))
-
-
-def purge_expired(engine: sa.Engine, older_than: timedelta = timedelta(days=1)) -> int:
-    """Delete tokens whose login ended more than ``older_than`` ago; the count deleted."""
-    with write_transaction(engine) as conn:
-        return conn.execute(refresh_token.delete().where(refresh_token.c.family_expires < _now() - older_than)).rowcount

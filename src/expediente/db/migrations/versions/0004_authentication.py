@@ -35,10 +35,12 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('refresh_token', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_refresh_token_family'), ['family'], unique=False)
+        batch_op.create_index(batch_op.f('ix_refresh_token_username'), ['username'], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table('refresh_token', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_refresh_token_username'))
         batch_op.drop_index(batch_op.f('ix_refresh_token_family'))
     op.drop_table('refresh_token')
     with op.batch_alter_table('account', schema=None) as batch_op:
