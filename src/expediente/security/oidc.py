@@ -37,11 +37,11 @@ class JwksKeys:
 
     def __init__(self, url: str = "", file: str = "", max_age: float = 3600.0, min_refetch: float = 30.0):
         if not url and not file:
-            raise ValueError("oidc_jwks_url or oidc_jwks_file is required with oidc_issuer")
+            raise ValueError("Con oidc_issuer se requiere oidc_jwks_url u oidc_jwks_file")
         if url:
             parts = urlsplit(url)
             if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in _LOOPBACK):
-                raise ValueError("oidc_jwks_url must be https (http only on the loopback interface)")
+                raise ValueError("oidc_jwks_url debe usar https (http solo en la interfaz local)")
         self._url, self._file = url, file
         self._max_age, self._min_refetch = max_age, min_refetch
         self._keys: dict[str | None, jwt.PyJWK] = {}
@@ -53,7 +53,10 @@ class JwksKeys:
         if self._file:
             return json.loads(Path(self._file).read_text())
         with urllib.request.urlopen(self._url, timeout=5) as response:  # noqa: S310 - scheme checked above
-            return json.loads(response.read(_MAX_JWKS_BYTES + 1)[:_MAX_JWKS_BYTES])
+            body = response.read(_MAX_JWKS_BYTES + 1)
+        if len(body) > _MAX_JWKS_BYTES:
+            raise ValueError("JWKS demasiado grande")
+        return json.loads(body)
 
     def _refresh(self) -> None:
         self._fetched = time.monotonic()

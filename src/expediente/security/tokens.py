@@ -12,10 +12,15 @@ import secrets
 import time
 from collections import OrderedDict
 from threading import Lock
+from typing import TYPE_CHECKING
 
 import jwt
 
 from expediente.security.principal import Principal
+
+if TYPE_CHECKING:
+    from expediente.config import Settings
+    from expediente.security.oidc import OidcVerifier
 
 OWN_ALGORITHMS = ["HS256"]
 REQUIRED_CLAIMS = ["iss", "aud", "sub", "iat", "exp", "scope"]
@@ -34,21 +39,21 @@ class TokenService:
         *,
         issuer: str,
         audience: str,
-        external=None,
+        external: OidcVerifier | None = None,
         cache_size: int = 4096,
     ):
         self._key = key
         self.ttl = ttl_seconds
         self.issuer = issuer
         self.audience = audience
-        self._external = external  # OidcVerifier for the configured provider, or None
+        self._external = external  # the configured OpenID Connect provider, if any
         # Verified tokens, so the hot path does not re-verify a signature on every request.
         self._cache: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
         self._cache_size = cache_size
         self._lock = Lock()
 
     @classmethod
-    def from_settings(cls, settings) -> TokenService:
+    def from_settings(cls, settings: Settings) -> TokenService:
         from expediente.security.oidc import OidcVerifier
 
         audience = settings.public_base + "/fhir"
