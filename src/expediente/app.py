@@ -57,7 +57,7 @@ class Services:
             audit=audit,
             gate=gate,
             store=ResourceStore(engine, gate, reader),
-            tokens=TokenService(settings.signing_key(), settings.token_ttl_seconds),
+            tokens=TokenService.from_settings(settings),
             statistics=StatisticsRefresher(engine) if settings.is_sqlite else None,
         )
 

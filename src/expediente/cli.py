@@ -153,6 +153,50 @@ def user_add(
         typer.echo(f"contraseña: {secret}")
 
 
+def _on_person(action, username: str, *args, **kwargs):
+    """Run an accounts function on an existing person's account, reporting its error in Spanish."""
+    from expediente.security.accounts import AccountError
+
+    settings = _settings()
+    _initialize(settings)
+    engine = _engine(settings)
+    try:
+        return action(engine, username, *args, **kwargs)
+    except AccountError as exc:
+        console.print(f"[red]Error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    finally:
+        engine.dispose()
+
+
+@user_app.command("totp")
+def user_totp(
+    username: str,
+    reset: Annotated[bool, typer.Option(help="Reemplaza un segundo factor ya inscrito.")] = False,
+    disable: Annotated[bool, typer.Option(help="Quita el segundo factor de la cuenta.")] = False,
+) -> None:
+    """Enroll a TOTP second factor (RFC 6238); prints the otpauth:// URI once."""
+    from expediente.security.accounts import disable_totp, enroll_totp
+    from expediente.security.totp import enrolment_uri
+
+    if disable:
+        _on_person(disable_totp, username)
+        console.print(f"[yellow]Segundo factor eliminado:[/yellow] {username}")
+        return
+    secret = _on_person(enroll_totp, username, reset=reset)
+    console.print(f"[green]Segundo factor inscrito:[/green] {username}. Escanee el URI (código QR) en su aplicación de autenticación; no se mostrará de nuevo.")
+    typer.echo(enrolment_uri(secret, username, _settings().totp_issuer))
+
+
+@user_app.command("unlock")
+def user_unlock(username: str) -> None:
+    """Lift a lockout after failed logins."""
+    from expediente.security.accounts import unlock
+
+    _on_person(unlock, username)
+    console.print(f"[green]Cuenta desbloqueada:[/green] {username}")
+
+
 @client_app.command("add")
 def client_add(
     client_id: str,

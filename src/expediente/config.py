@@ -26,7 +26,30 @@ class Settings:
     base_url: str = ""
     # HMAC key that signs access tokens; empty: a key file under data_dir, made on first use.
     secret_key: str = ""
-    token_ttl_seconds: int = 3600
+    token_ttl_seconds: int = 900
+    # Authentication
+    # Consecutive failed logins (wrong password or TOTP code) that lock a person's account,
+    # and for how long; counted in the database, so every server process sees the same count.
+    login_max_failures: int = 5
+    login_lockout_seconds: int = 900
+    # Refresh tokens: a login may be extended while used at least every `refresh_idle_seconds`,
+    # and never beyond `refresh_max_seconds` after the password was given (a long shift).
+    refresh_idle_seconds: int = 4 * 3600
+    refresh_max_seconds: int = 12 * 3600
+    # Name shown for the account in authenticator apps (TOTP enrolment URI).
+    totp_issuer: str = "Expediente"
+    # External OpenID Connect provider (Keycloak, an institution's directory); empty: none.
+    oidc_issuer: str = ""
+    oidc_audience: str = ""  # empty: the FHIR base URL (public_base + "/fhir")
+    oidc_jwks_url: str = ""  # https (or loopback http) JWKS endpoint of the provider
+    oidc_jwks_file: str = ""  # or a local JWKS file (offline deployments, tests)
+    # Where the provider's tokens carry who the caller is; dotted paths enter nested objects.
+    oidc_subject_claim: str = "sub"
+    oidc_role_claim: str = "realm_access.roles"
+    oidc_role_prefix: str = ""  # e.g. "expediente-": only roles named so are ours
+    oidc_organization_claim: str = "clues"
+    oidc_practitioner_claim: str = "fhir_practitioner"
+    oidc_patient_claim: str = "fhir_patient"
     max_body_bytes: int = 16 * 1024 * 1024
     # Most entries a batch/transaction Bundle may hold (POST /fhir); a transaction holds the
     # write lock for all of them, so this bounds how long other writers can wait.

@@ -219,6 +219,30 @@ account = sa.Table(
     sa.Column("patient_ref", sa.String(128), nullable=True),  # for a patient's own account
     sa.Column("active", sa.Boolean, nullable=False, default=True),
     sa.Column("created", TS, nullable=False),
+    # Consecutive failed logins; at the limit the account is locked until `locked_until`.
+    sa.Column("failed_logins", sa.Integer, nullable=False, default=0, server_default="0"),
+    sa.Column("locked_until", TS, nullable=True),
+    # RFC 6238 second factor: base32 secret, and the last time step accepted (a code is used once).
+    sa.Column("totp_secret", sa.String(64), nullable=True),
+    sa.Column("totp_last_step", sa.BigInteger, nullable=True),
+)
+
+# Refresh tokens (RFC 6749 section 6), stored only as SHA-256 hashes. Each login starts a
+# family; every use rotates to a new token of the family, and reuse of a spent one revokes it.
+refresh_token = sa.Table(
+    "refresh_token",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("family", sa.String(64), nullable=False),
+    sa.Column("username", sa.String(128), nullable=False),
+    sa.Column("scope", sa.String(2048), nullable=False),
+    sa.Column("issued", TS, nullable=False),
+    sa.Column("expires", TS, nullable=False),  # idle limit, never past the family's end
+    sa.Column("family_expires", TS, nullable=False),  # absolute limit of the login
+    sa.Column("used", TS, nullable=True),
+    sa.Column("revoked", TS, nullable=True),
+    sa.Index(None, "family"),
+    sa.Index(None, "username"),
 )
 
 # Every access decision, allowed or denied. The security layer turns this into a hash-chained,

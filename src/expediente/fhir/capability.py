@@ -27,6 +27,25 @@ def _search_capability(res_type: str) -> dict:
     return out
 
 
+def _security(server: str) -> dict:
+    """OAuth2 with SMART on FHIR scopes; the endpoints also in /.well-known/smart-configuration."""
+    system = "http://terminology.hl7.org/CodeSystem/restful-security-service"
+    return {
+        "cors": False,
+        "service": [{"coding": [{"system": system, "code": "SMART-on-FHIR"}, {"system": system, "code": "OAuth"}]}],
+        "description": "OAuth2 (/auth/token) con scopes de SMART on FHIR; descubrimiento en /fhir/.well-known/smart-configuration",
+        "extension": [
+            {
+                "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                "extension": [
+                    {"url": "token", "valueUri": f"{server}/auth/token"},
+                    {"url": "revoke", "valueUri": f"{server}/auth/revoke"},
+                ],
+            }
+        ],
+    }
+
+
 @lru_cache(maxsize=4)
 def _build(base: str) -> bytes:
     resources = []
@@ -59,22 +78,7 @@ def _build(base: str) -> bytes:
             {
                 "mode": "server",
                 "documentation": "Todas las rutas salvo /metadata requieren un token Bearer (OAuth2, /auth/token).",
-                "security": {
-                    "cors": False,
-                    "service": [
-                        {
-                            "coding": [
-                                {"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "OAuth"}
-                            ]
-                        }
-                    ],
-                    "extension": [
-                        {
-                            "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
-                            "extension": [{"url": "token", "valueUri": base.rsplit("/fhir", 1)[0] + "/auth/token"}],
-                        }
-                    ],
-                },
+                "security": _security(base.rsplit("/fhir", 1)[0]),
                 "resource": resources,
                 "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
             }

@@ -9,6 +9,7 @@ import logging
 import time
 
 import orjson
+from starlette.concurrency import run_in_threadpool
 
 from expediente.fhir.errors import Issue, operation_outcome
 from expediente.ops.metrics import LATENCY, REQUESTS
@@ -16,7 +17,7 @@ from expediente.security.tokens import InvalidToken, TokenService
 
 log = logging.getLogger("expediente.http")
 
-OPEN_PATHS = frozenset({"/fhir/metadata"})
+OPEN_PATHS = frozenset({"/fhir/metadata", "/fhir/.well-known/smart-configuration"})
 _NO_STORE = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
 
 
@@ -135,7 +136,8 @@ class BodyLimit:
 
 
 class Authenticate:
-    """Requires a valid bearer token on every /fhir route but the CapabilityStatement."""
+    """Requires a valid bearer token (ours or the configured OpenID Connect provider's) on every
+    /fhir route but the CapabilityStatement and the SMART discovery document."""
 
     def __init__(self, app, tokens: TokenService):
         self.app = app
@@ -155,7 +157,8 @@ class Authenticate:
         if token is None:
             return await send_outcome(send, 401, "Se requiere autenticación: envíe un token Bearer (obténgalo en /auth/token)", "login", challenge)
         try:
-            principal = self.tokens.verify(token)
+            # Verifying a token not seen before may fetch an identity provider's keys: off the loop.
+            principal = self.tokens.cached(token) or await run_in_threadpool(self.tokens.verify, token)
         except InvalidToken:
             return await send_outcome(
                 send, 401, "Token inválido o vencido; inicie sesión de nuevo", "login", [(b"www-authenticate", b'Bearer error="invalid_token"')]
