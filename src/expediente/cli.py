@@ -341,10 +341,13 @@ def _check_protection(settings: Settings) -> None:
     from expediente.blobs.keyring import KeyringError, load_keyring
     from expediente.security.tls import TlsConfigError, check_server_files
 
+    from expediente.ops.protection import RateLimits
+
     try:
         check_server_files(settings)
         load_keyring(settings)
-    except (TlsConfigError, KeyringError) as exc:
+        RateLimits(settings)
+    except (TlsConfigError, KeyringError, ValueError) as exc:
         console.print(f"[red]Error de configuración:[/red] {exc}")
         raise typer.Exit(2) from None
 
