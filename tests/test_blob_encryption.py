@@ -48,6 +48,8 @@ def test_encrypted_blob_keeps_its_content_address_and_hides_the_bytes(store):
     assert store.get(key, SEGMENT_SIZE - 2, SEGMENT_SIZE + 2) == data[SEGMENT_SIZE - 2 : SEGMENT_SIZE + 2]
     assert store.key_id_of(key) == "k1"
     assert not list(store.root.rglob(".tmp-*"))
+    with pytest.raises(ValueError, match="rango"):
+        store.get(key, -1)
 
 
 @hsettings(max_examples=40, deadline=None)

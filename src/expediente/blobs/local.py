@@ -85,6 +85,8 @@ class LocalBlobStore:
 
         Encrypted files are authenticated: a damaged or altered one raises BlobIntegrityError,
         never returns other bytes."""
+        if start < 0 or (end is not None and end < 0):
+            raise ValueError(f"rango de bytes inválido: {start}-{end}")
         try:
             with open(self._path(key), "rb") as f:
                 encrypted = self._encrypted(f, key)
