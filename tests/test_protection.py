@@ -175,9 +175,15 @@ def test_people_and_systems_have_their_own_buckets(make_client):
 
 
 def test_unauthenticated_requests_are_limited_per_address(make_client):
-    client = make_client(rate_address_per_s=1, rate_address_burst=2)
-    assert [client.get("/fhir/metadata").status_code for _ in range(2)] == [200, 200]
-    _assert_throttled(client.get("/health"))
+    client = make_client(rate_address_per_s=1, rate_address_burst=3)
+    token = _token(client)
+    assert [client.get("/fhir/metadata").status_code, client.get("/fhir/Patient").status_code] == [200, 401]
+    # Credentials on an open path do not escape the address's bucket.
+    assert client.get("/health", headers={"Authorization": "Bearer cualquier-cosa"}).status_code == 200
+    _assert_throttled(client.get("/fhir/Patient"))
+    _assert_throttled(client.get("/health", headers={"Authorization": f"Bearer {token}"}))
+    # An authenticated request is charged to its principal, not to the exhausted address.
+    assert client.get("/fhir/Patient", headers={"Authorization": f"Bearer {token}"}).status_code == 200
 
 
 def test_token_bucket_refills_at_its_rate():
@@ -216,6 +222,7 @@ def test_a_check_costs_microseconds():
     n = 100_000
     start = time.perf_counter()
     for _ in range(n):
-        limits.check("/fhir/Patient", principal, "127.0.0.1")
+        limits.check_principal(principal)
+        limits.check_address("/fhir/metadata", "127.0.0.1")
     per_check = (time.perf_counter() - start) / n
-    assert per_check < 20e-6, f"{per_check * 1e6:.1f} µs per check"
+    assert per_check < 20e-6, f"{per_check * 1e6:.1f} µs for a principal's and an address's check"

@@ -1,10 +1,13 @@
 """Pure ASGI middleware that protects every response: security headers, CORS, rate limits.
 
 Order in the stack (outermost first, see app.create_app): Observe, SecurityHeaders, Cors,
-BodyLimit, Authenticate, RateLimit. SecurityHeaders is outside everything that answers early
-(413, 401, 429, CORS preflight) so those answers carry the headers too; Cors is outside
-Authenticate so a browser's preflight is answered without a token; RateLimit is inside
-Authenticate because it keys on the principal Authenticate puts on the scope.
+BodyLimit, AddressRateLimit, Authenticate, PrincipalRateLimit. SecurityHeaders is outside
+everything that answers early (413, 401, 429, CORS preflight) so those answers carry the
+headers too; Cors is outside Authenticate so a browser's preflight is answered without a
+token; PrincipalRateLimit is inside Authenticate because it keys on the principal that
+Authenticate puts on the scope.
+
+Rate limits are per worker process: N workers admit up to N times the configured rates.
 """
 
 from __future__ import annotations
@@ -150,22 +153,38 @@ class RateLimits:
         self.address = TokenBuckets(settings.rate_address_per_s, settings.rate_address_burst)
         self.auth = TokenBuckets(settings.rate_auth_per_min / 60, settings.rate_auth_burst)
 
-    def check(self, path: str, principal, address: str | None) -> float:
-        """0.0 if the request may proceed, else seconds to wait."""
-        if path.startswith("/auth"):
-            return self.auth.take(address)
-        if principal is None:
-            return self.address.take(address)
+    def check_address(self, path: str, address: str | None) -> float:
+        """For a request without a principal: 0.0 if it may proceed, else seconds to wait."""
+        return (self.auth if path.startswith("/auth") else self.address).take(address)
+
+    def check_principal(self, principal) -> float:
         buckets = self.system if principal.kind == "system" else self.person
         return buckets.take(principal.subject)
 
 
-class RateLimit:
-    """Answers 429 (Retry-After, OperationOutcome) to a client over its rate.
+async def _refuse(send, wait: float) -> None:
+    seconds = max(1, math.ceil(wait))
+    await send_outcome(
+        send,
+        429,
+        f"Demasiadas solicitudes; espere {seconds} s antes de intentar de nuevo",
+        "throttled",
+        [(b"retry-after", str(seconds).encode())],
+    )
 
-    Keys: the authenticated principal's subject (systems and people have their own limits),
-    else the client address; /auth has a stricter per-address limit to slow password guessing.
-    Limits are per worker process: N workers admit up to N times the configured rate."""
+
+def _address(scope) -> str | None:
+    client = scope.get("client")
+    return client[0] if client else None
+
+
+_CHECKED = "rate_checked"  # scope state flag: this request was already charged to its address
+
+
+class AddressRateLimit:
+    """Outside Authenticate: requests that carry no credentials, and every /auth request, are
+    charged to the client address (/auth with a stricter bucket, to slow password guessing),
+    so even the 401s of anonymous callers are limited."""
 
     def __init__(self, app, limits: RateLimits):
         self.app = app
@@ -174,17 +193,36 @@ class RateLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        state = scope.get("state")
-        principal = state.get("principal") if state else None
-        client = scope.get("client")
-        wait = self.limits.check(scope["path"], principal, client[0] if client else None)
-        if not wait:
+        path = scope["path"]
+        if path.startswith("/auth") or not any(name == b"authorization" for name, _ in scope["headers"]):
+            wait = self.limits.check_address(path, _address(scope))
+            if wait:
+                return await _refuse(send, wait)
+            scope.setdefault("state", {})[_CHECKED] = True
+        return await self.app(scope, receive, send)
+
+
+class PrincipalRateLimit:
+    """Inside Authenticate: an authenticated request is charged to its principal (systems and
+    people have their own limits); one with credentials but no principal (an open path) to
+    its address. A token that fails verification is a 401 before this point: it costs an
+    HMAC check, no more than a 429 would, and cannot be guessed."""
+
+    def __init__(self, app, limits: RateLimits):
+        self.app = app
+        self.limits = limits
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        seconds = max(1, math.ceil(wait))
-        await send_outcome(
-            send,
-            429,
-            f"Demasiadas solicitudes; espere {seconds} s antes de intentar de nuevo",
-            "throttled",
-            [(b"retry-after", str(seconds).encode())],
-        )
+        state = scope.get("state") or {}
+        principal = state.get("principal")
+        if principal is not None:
+            wait = self.limits.check_principal(principal)
+        elif not state.get(_CHECKED):
+            wait = self.limits.check_address(scope["path"], _address(scope))
+        else:
+            wait = 0.0
+        if wait:
+            return await _refuse(send, wait)
+        return await self.app(scope, receive, send)
