@@ -63,12 +63,13 @@ def pki(tmp_path_factory) -> Pki:
 
 
 class Server:
-    def __init__(self, tmp_path: Path, *args: str):
+    def __init__(self, tmp_path: Path, *args: str, extra_env: dict[str, str] | None = None):
         self.port = _free_port()
         env = {**os.environ, "EXPEDIENTE_DATA_DIR": str(tmp_path / "data"), "EXPEDIENTE_PORT": str(self.port)}
         for name in [k for k in env if k.startswith("EXPEDIENTE_") and k not in ("EXPEDIENTE_DATA_DIR", "EXPEDIENTE_PORT")]:
             env.pop(name)
         env["EXPEDIENTE_CONFIG"] = str(tmp_path / "none.toml")
+        env.update(extra_env or {})
         exe = Path(sys.executable).with_name("expediente")
         self.proc = subprocess.Popen([str(exe), "serve", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
         self.base = f"https://127.0.0.1:{self.port}"
@@ -254,3 +255,58 @@ def test_context_builders_reject_bad_inputs(pki, tmp_path):
         client_context(pki.ca_file, certificate=pki.device_cert)
     with pytest.raises(TlsConfigError, match="solo aplica con TLS mutuo"):
         server_context(pki.cert, pki.key, client_crl=pki.ca_file)
+
+
+def _crl_revoking(ca: trustme.CA, revoked_pem: bytes, numbered: bool = True) -> bytes:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    revoked = x509.load_pem_x509_certificate(revoked_pem)
+    issuer = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
+    entry = x509.RevokedCertificateBuilder().serial_number(revoked.serial_number).revocation_date(now).build()
+    builder = x509.CertificateRevocationListBuilder().issuer_name(issuer.subject).last_update(now)
+    crl = builder.next_update(now + datetime.timedelta(days=7)).add_revoked_certificate(entry)
+    if numbered:
+        crl = crl.add_extension(x509.CRLNumber(1), critical=False)  # RFC 5280 requires it; rustls too
+    return crl.sign(ca._private_key, hashes.SHA256()).public_bytes(Encoding.PEM)  # trustme keeps the CA key private
+
+
+def test_revoked_device_certificates_are_refused(tmp_path, pki):
+    crl = tmp_path / "revocados.pem"
+    crl.write_bytes(_crl_revoking(pki.client_ca, Path(pki.device_cert).read_bytes()))
+    other = pki.client_ca.issue_cert("pacs.hospital.example")
+    other_cert, other_key = tmp_path / "pacs.pem", tmp_path / "pacs-llave.pem"
+    other_cert.write_bytes(other.cert_chain_pems[0].bytes())
+    other_key.write_bytes(_pkcs8(other.private_key_pem.bytes()))
+    # DICOM listener context
+    listener = server_context(pki.cert, pki.key, client_ca=pki.client_ca_file, client_crl=str(crl))
+    assert _handshake(listener, client_context(pki.ca_file, certificate=str(other_cert), key=str(other_key)))[0] is None
+    assert _handshake(listener, client_context(pki.ca_file, certificate=pki.device_cert, key=pki.device_key))[0] is not None
+    # HTTP server
+    env_crl = {"EXPEDIENTE_TLS_CLIENT_CRL": str(crl)}
+    server = Server(tmp_path, "--tls-certificate", pki.cert, "--tls-key", pki.key, "--tls-client-ca", pki.client_ca_file, extra_env=env_crl)
+    try:
+        server.wait_listening()
+        good = ssl.create_default_context(cafile=pki.ca_file)
+        good.load_cert_chain(other_cert, other_key)
+        assert _ready(server.base, good).status_code == 200
+        revoked = ssl.create_default_context(cafile=pki.ca_file)
+        revoked.load_cert_chain(pki.device_cert, pki.device_key)
+        with pytest.raises(httpx.TransportError):
+            _health(server.base, revoked)
+    finally:
+        server.stop()
+
+
+def test_crl_without_number_is_refused_at_start(tmp_path, pki):
+    crl = tmp_path / "sin-numero.pem"
+    crl.write_bytes(_crl_revoking(pki.client_ca, Path(pki.device_cert).read_bytes(), numbered=False))
+    settings = Settings(tls_certificate=pki.cert, tls_key=pki.key, tls_client_ca=pki.client_ca_file, tls_client_crl=str(crl))
+    with pytest.raises(TlsConfigError, match="cRLNumber"):
+        check_server_files(settings)
+    crl.write_bytes(b"no es una CRL")
+    with pytest.raises(TlsConfigError, match="revocación"):
+        check_server_files(settings)

@@ -142,12 +142,27 @@ def check_server_files(settings: Settings) -> None:
     if not (settings.tls_enabled or settings.tls_client_ca or settings.tls_client_crl):
         return
     server_context_from(settings)  # loads and cross-checks every file
+    if settings.tls_client_crl:
+        _check_crl(settings.tls_client_crl)
     if not any(h in Path(settings.tls_key).read_bytes() for h in _PKCS8_HEADERS):
         # granian reads PKCS#8 only; OpenSSL's older "BEGIN RSA/EC PRIVATE KEY" forms are refused.
         raise TlsConfigError(
             f"la llave {settings.tls_key} no está en formato PKCS#8; conviértala con: "
             f"openssl pkcs8 -topk8 -nocrypt -in {settings.tls_key} -out llave-pkcs8.pem"
         )
+
+
+def _check_crl(path: str) -> None:
+    """rustls (granian) accepts only RFC 5280 CRLs: PEM, version 2, with a CRL number."""
+    from cryptography import x509
+
+    try:
+        crl = x509.load_pem_x509_crl(Path(path).read_bytes())
+        crl.extensions.get_extension_for_class(x509.CRLNumber)
+    except x509.ExtensionNotFound:
+        raise TlsConfigError(f"la lista de revocación {path} no tiene número de CRL (extensión cRLNumber, RFC 5280)") from None
+    except ValueError as exc:
+        raise TlsConfigError(f"la lista de revocación {path} no es una CRL PEM válida: {exc}") from None
 
 
 def granian_options(settings: Settings) -> dict:
