@@ -226,3 +226,15 @@ def test_a_check_costs_microseconds():
         limits.check_address("/fhir/metadata", "127.0.0.1")
     per_check = (time.perf_counter() - start) / n
     assert per_check < 20e-6, f"{per_check * 1e6:.1f} µs for a principal's and an address's check"
+
+
+def test_serve_refuses_rates_that_cannot_work(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from expediente.cli import app as cli
+
+    monkeypatch.setenv("EXPEDIENTE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("EXPEDIENTE_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.setenv("EXPEDIENTE_RATE_PERSON_PER_S", "0")
+    r = CliRunner().invoke(cli, ["serve"])
+    assert r.exit_code == 2 and "deben ser positivos" in " ".join(r.output.split())
