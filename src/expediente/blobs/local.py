@@ -91,14 +91,12 @@ class LocalBlobStore:
             with open(self._path(key), "rb") as f:
                 encrypted = self._encrypted(f, key)
                 if encrypted is None:
-                    f.seek(start)
-                    return f.read() if end is None else f.read(max(0, end - start))
+                    return _read_plain(f, start, end)
                 try:
                     return encrypted.read(start, end)
                 except BlobIntegrityError as exc:
                     if _sha256_of(f) == key:  # see _encrypted
-                        f.seek(start)
-                        return f.read() if end is None else f.read(max(0, end - start))
+                        return _read_plain(f, start, end)
                     raise BlobIntegrityError(f"el blob {key} está dañado o fue alterado: {exc}") from None
         except FileNotFoundError:
             raise BlobNotFound(key) from None
@@ -158,6 +156,11 @@ class LocalBlobStore:
                     raise BlobIntegrityError("el contenido no corresponde a su clave SHA-256")
 
             self._write(path, fill)
+
+
+def _read_plain(f: BinaryIO, start: int, end: int | None) -> bytes:
+    f.seek(start)
+    return f.read() if end is None else f.read(max(0, end - start))
 
 
 def _plain_chunks(f: BinaryIO) -> Iterator[bytes]:
