@@ -431,6 +431,11 @@ def demo(
         console.print(f"{stats['resources']} recursos en {stats['seconds']} s ({stats['resources_per_s']} recursos/s)")
     base = settings.public_base
     user = creds["user"]
+    # With HTTPS, curl must trust the CA that signed the server (and, with mutual TLS, present a
+    # device certificate): placeholders the operator replaces.
+    curl = "curl --cacert ca.pem" if settings.tls_enabled else "curl"
+    if settings.tls_client_ca:
+        curl += " --cert dispositivo.pem --key dispositivo-llave.pem"
     console.print(
         f"""
 [bold]Expediente[/bold] sirviendo FHIR R4 en {base}/fhir  (Ctrl+C para detener)
@@ -438,8 +443,8 @@ def demo(
 Usuario de demostración: [bold]{user['username']}[/bold]  contraseña: [bold]{user['password']}[/bold]
 (credenciales guardadas en {settings.data_dir / 'demo-credentials.json'})
 
-  TOKEN=$(curl -s {base}/auth/token -d grant_type=password -d username={user['username']} -d password={user['password']} | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
-  curl -H "Authorization: Bearer $TOKEN" {base}/fhir/Patient/{_first_patient_id(settings)}
+  TOKEN=$({curl} -s {base}/auth/token -d grant_type=password -d username={user['username']} -d password={user['password']} | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+  {curl} -H "Authorization: Bearer $TOKEN" {base}/fhir/Patient/{_first_patient_id(settings)}
 """,
         soft_wrap=True,
         highlight=False,
