@@ -23,6 +23,7 @@ from expediente.db.statistics import StatisticsRefresher
 from expediente.fhir.store import ResourceStore
 from expediente.ops import metrics
 from expediente.ops.middleware import Authenticate, BodyLimit, Observe
+from expediente.ops.protection import AddressRateLimit, Cors, PrincipalRateLimit, RateLimits, SecurityHeaders, cors_origins, uses_https
 from expediente.security import api as auth_api
 from expediente.security.access import AccessGate
 from expediente.security.audit import AuditWriter
@@ -127,8 +128,17 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     app.state.settings = settings
     app.state.services = services
+    # Added innermost first. The principal's rate limit sits inside Authenticate (it keys on
+    # the principal), the address's outside it; Cors outside both (preflights carry no token);
+    # SecurityHeaders covers every early answer.
+    limits = RateLimits(settings)
+    app.add_middleware(PrincipalRateLimit, limits=limits)
     app.add_middleware(Authenticate, tokens=services.tokens)
+    app.add_middleware(AddressRateLimit, limits=limits)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if origins := cors_origins(settings):
+        app.add_middleware(Cors, origins=origins)
+    app.add_middleware(SecurityHeaders, hsts=uses_https(settings))
     app.add_middleware(Observe)
     return app
 

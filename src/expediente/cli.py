@@ -21,9 +21,11 @@ app = typer.Typer(help="Expediente: expediente clínico electrónico (FHIR R4) e
 user_app = typer.Typer(help="Cuentas de personas (médicos, enfermería, pacientes...).", no_args_is_help=True)
 client_app = typer.Typer(help="Clientes OAuth2 de sistemas (client credentials).", no_args_is_help=True)
 db_app = typer.Typer(help="Esquema de la base de datos (migraciones).", no_args_is_help=True)
+blobs_app = typer.Typer(help="Almacén de archivos (imágenes, documentos): cifrado y rotación de llaves.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 app.add_typer(client_app, name="client")
 app.add_typer(db_app, name="db")
+app.add_typer(blobs_app, name="blobs")
 console = Console(stderr=True)
 
 DEMO_USER = "medico.demo"
@@ -112,6 +114,75 @@ def db_current() -> None:
     engine = _engine(_settings())
     typer.echo(f"base de datos: {current_revision(engine)}  código: {head_revision()}")
     engine.dispose()
+
+
+def _blob_store(settings: Settings):
+    from expediente.blobs.keyring import KeyringError
+    from expediente.blobs.local import LocalBlobStore
+
+    try:
+        return LocalBlobStore.from_settings(settings)
+    except KeyringError as exc:
+        console.print(f"[red]Error de configuración:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@blobs_app.command("status")
+def blobs_status() -> None:
+    """Count the stored blobs per encryption key id."""
+    from expediente.blobs.rotation import census
+
+    store = _blob_store(_settings())
+    counts = census(store)
+    current = store.keyring.current if store.keyring else None
+    for key_id, n in sorted(counts.items()):
+        typer.echo(f"{key_id}: {n}" + ("  (llave actual)" if key_id == current else ""))
+    typer.echo(f"total: {sum(counts.values())}")
+
+
+@blobs_app.command("add-key")
+def blobs_add_key(
+    key_id: Annotated[str | None, typer.Option("--id", help="Identificador de la llave (p. ej. 2026-12); por omisión, su huella")] = None,
+) -> None:
+    """Add a new random key to the keyring file (blob_keyring) and make it the current one."""
+    from expediente.blobs.keyring import KeyringError, add_key
+
+    settings = _settings()
+    if not settings.blob_keyring:
+        console.print("[red]Error:[/red] configure EXPEDIENTE_BLOB_KEYRING con la ruta del llavero (se crea si no existe)")
+        raise typer.Exit(2)
+    try:
+        new_id = add_key(Path(settings.blob_keyring), key_id)
+    except KeyringError as exc:
+        console.print(f"[red]Error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    console.print(f"[green]Llave {new_id} agregada y marcada como actual.[/green] Reinicie el servidor y ejecute: expediente blobs rotate-key")
+
+
+@blobs_app.command("rotate-key")
+def blobs_rotate_key() -> None:
+    """Re-encrypt every blob under the current key. Resumable: run it again after an interruption."""
+    from expediente.blobs.keyring import KeyringError
+    from expediente.blobs.rotation import rotate
+
+    store = _blob_store(_settings())
+    total = sum(1 for _ in store.keys())
+    try:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("Cifrando con la llave actual", total=total)
+            report = rotate(store, progress=lambda: progress.advance(task))
+    except KeyringError as exc:
+        console.print(f"[red]Error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    for key, reason in sorted(report.failed.items()):
+        console.print(f"[red]no se pudo recifrar[/red] {key}: {reason}")
+    typer.echo(
+        orjson.dumps(
+            {"current_key": store.keyring.current, "reencrypted": report.reencrypted, "already_current": report.already_current, "failed": len(report.failed)}
+        ).decode()
+    )
+    if report.failed:
+        raise typer.Exit(1)
 
 
 def _add_account(username: str, password: str | None, role: str, kind: str, **extra) -> str:
@@ -282,6 +353,8 @@ def _serve(settings: Settings) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
     from granian import Granian
 
+    from expediente.security.tls import granian_options
+
     Granian(
         "expediente.app:app_factory",
         factory=True,
@@ -293,7 +366,34 @@ def _serve(settings: Settings) -> None:
         log_enabled=True,
         log_dictconfig=server_log_config(settings.log_level),
         workers_kill_timeout=20,
+        **granian_options(settings),
     ).serve()
+
+
+TlsCertificate = Annotated[str | None, typer.Option(help="Cadena de certificados PEM: sirve HTTPS (con --tls-key)")]
+TlsKey = Annotated[str | None, typer.Option(help="Llave privada PEM (PKCS#8); su contraseña en EXPEDIENTE_TLS_KEY_PASSWORD")]
+TlsMinVersion = Annotated[str | None, typer.Option(help="Versión mínima de TLS: 1.2 o 1.3")]
+TlsClientCa = Annotated[str | None, typer.Option(help="TLS mutuo: CA (PEM) de los certificados de cliente aceptados")]
+
+
+def _tls_overrides(certificate, key, min_version, client_ca) -> dict:
+    return {"tls_certificate": certificate, "tls_key": key, "tls_min_version": min_version, "tls_client_ca": client_ca}
+
+
+def _check_protection(settings: Settings) -> None:
+    """Refuse to start on TLS or blob-key settings that cannot work, saying why."""
+    from expediente.blobs.keyring import KeyringError, load_keyring
+    from expediente.security.tls import TlsConfigError, check_server_files
+
+    from expediente.ops.protection import RateLimits
+
+    try:
+        check_server_files(settings)
+        load_keyring(settings)
+        RateLimits(settings)
+    except (TlsConfigError, KeyringError, ValueError) as exc:
+        console.print(f"[red]Error de configuración:[/red] {exc}")
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -301,11 +401,16 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Dirección de escucha")] = None,
     port: Annotated[int | None, typer.Option(help="Puerto HTTP")] = None,
     workers: Annotated[int | None, typer.Option(help="Procesos de trabajo")] = None,
+    tls_certificate: TlsCertificate = None,
+    tls_key: TlsKey = None,
+    tls_min_version: TlsMinVersion = None,
+    tls_client_ca: TlsClientCa = None,
 ) -> None:
     """Serve the FHIR API (and health, metrics, OAuth2 token endpoint)."""
-    overrides = {"host": host, "port": port, "workers": workers}
+    overrides = {"host": host, "port": port, "workers": workers, **_tls_overrides(tls_certificate, tls_key, tls_min_version, tls_client_ca)}
     _export_env(overrides)
     settings = _settings()
+    _check_protection(settings)
     _initialize(settings)
     _serve(settings)
 
@@ -380,10 +485,15 @@ def demo(
     patients: Annotated[int, typer.Option(min=1, help="Pacientes sintéticos a cargar la primera vez")] = 200,
     port: Annotated[int | None, typer.Option(help="Puerto HTTP")] = None,
     workers: Annotated[int | None, typer.Option(help="Procesos de trabajo")] = None,
+    tls_certificate: TlsCertificate = None,
+    tls_key: TlsKey = None,
+    tls_min_version: TlsMinVersion = None,
+    tls_client_ca: TlsClientCa = None,
 ) -> None:
     """Initialize the embedded default, load a synthetic population once, and serve it."""
-    _export_env({"port": port, "workers": workers})
+    _export_env({"port": port, "workers": workers, **_tls_overrides(tls_certificate, tls_key, tls_min_version, tls_client_ca)})
     settings = _settings()
+    _check_protection(settings)
     _initialize(settings)
     if _first_patient_id(settings) is None:
         console.print(f"Cargando población sintética de demostración ({patients} pacientes)...")
@@ -392,6 +502,11 @@ def demo(
     creds = _demo_credentials(settings)
     base = settings.public_base
     user = creds["user"]
+    # With HTTPS, curl must trust the CA that signed the server (and, with mutual TLS, present a
+    # device certificate): placeholders the operator replaces.
+    curl = "curl --cacert ca.pem" if settings.tls_enabled else "curl"
+    if settings.tls_client_ca:
+        curl += " --cert dispositivo.pem --key dispositivo-llave.pem"
     console.print(
         f"""
 [bold]Expediente[/bold] sirviendo FHIR R4 en {base}/fhir  (Ctrl+C para detener)
@@ -399,8 +514,8 @@ def demo(
 Usuario de demostración: [bold]{user['username']}[/bold]  contraseña: [bold]{user['password']}[/bold]
 (credenciales guardadas en {settings.data_dir / 'demo-credentials.json'})
 
-  TOKEN=$(curl -s {base}/auth/token -d grant_type=password -d username={user['username']} -d password={user['password']} | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
-  curl -H "Authorization: Bearer $TOKEN" {base}/fhir/Patient/{_first_patient_id(settings, user.get('practitioner'))}
+  TOKEN=$({curl} -s {base}/auth/token -d grant_type=password -d username={user['username']} -d password={user['password']} | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+  {curl} -H "Authorization: Bearer $TOKEN" {base}/fhir/Patient/{_first_patient_id(settings, user.get('practitioner'))}
 """,
         soft_wrap=True,
         highlight=False,

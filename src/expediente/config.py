@@ -60,6 +60,31 @@ class Settings:
     # beyond it the page says so and links to the rest.
     include_max: int = 1000
     log_level: str = "info"
+    # Transport and storage protection (docs/security-transport.md).
+    # HTTPS: a PEM certificate chain and its PEM private key (PKCS#8); both empty: plain HTTP.
+    tls_certificate: str = ""
+    tls_key: str = ""
+    tls_key_password: str = ""
+    tls_min_version: str = "1.2"  # "1.2" or "1.3"
+    # Mutual TLS: PEM file of the CAs whose client certificates are accepted; when set, a client
+    # without a valid certificate from them is refused during the handshake.
+    tls_client_ca: str = ""
+    tls_client_crl: str = ""  # optional PEM certificate revocation list for client certificates
+    # Blob encryption at rest (AES-256-GCM): one 32-byte key (base64 or hex), or a keyring file
+    # (TOML: current = "<id>", [keys] <id> = "<key>"); both empty: blobs stored as they come.
+    blob_key: str = ""
+    blob_keyring: str = ""
+    # Origins allowed to call the API from a browser, comma-separated; empty: no CORS headers.
+    cors_origins: str = ""
+    # Token-bucket rate limits per worker process (sustained rate, burst size).
+    rate_system_per_s: int = 5000  # per authenticated system client
+    rate_system_burst: int = 10000
+    rate_person_per_s: int = 100  # per authenticated person
+    rate_person_burst: int = 500
+    rate_address_per_s: int = 50  # per client address, requests without a principal
+    rate_address_burst: int = 200
+    rate_auth_per_min: int = 30  # per client address on /auth (slows password guessing)
+    rate_auth_burst: int = 20
     # SQLite durability: FULL fsyncs every commit (an acknowledged write survives power loss).
     sqlite_synchronous: str = "FULL"
     extra: dict = field(default_factory=dict)
@@ -76,8 +101,13 @@ class Settings:
         return self.sqlalchemy_url.startswith("sqlite")
 
     @property
+    def tls_enabled(self) -> bool:
+        return bool(self.tls_certificate or self.tls_key)
+
+    @property
     def public_base(self) -> str:
-        return (self.base_url or f"http://{self.host}:{self.port}").rstrip("/")
+        scheme = "https" if self.tls_enabled else "http"
+        return (self.base_url or f"{scheme}://{self.host}:{self.port}").rstrip("/")
 
     @property
     def blob_dir(self) -> Path:
