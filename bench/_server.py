@@ -121,6 +121,9 @@ def backend(name: str, admin_url: str | None = None) -> Iterator[dict[str, str]]
     for inherited in ("EXPEDIENTE_DATABASE_URL", "EXPEDIENTE_CONFIG", "EXPEDIENTE_BASE_URL"):
         env.pop(inherited, None)  # this run's own database, no config file, Location from host:port
     env["EXPEDIENTE_DATA_DIR"] = str(data_dir)
+    # A benchmark takes one token per server; access tokens last 15 minutes by default, less
+    # than the longest runs (a configured lifetime, not a security exception).
+    env.setdefault("EXPEDIENTE_TOKEN_TTL_SECONDS", "7200")
     try:
         if name == "postgresql":
             with postgres_database(admin_url or pg_admin_url()) as url:
