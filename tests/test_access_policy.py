@@ -315,3 +315,29 @@ def test_token_scopes_narrow_the_role(services, scopes, res_type, allowed):
         with pytest.raises(FhirError) as err:
             services.store.read(doctor, res_type, target)
         assert err.value.status == 403 and "alcance" in str(err.value.outcome())
+
+
+def test_a_token_narrowed_by_scope_is_enforced(client, services, auth):
+    """Over HTTP: a physician's token asked for with scope=user/Observation.rs reads the
+    observations of their patients and nothing else; the same account's full token reads both."""
+    w = build_world(client, auth)
+    username = f"dra.alcance.{secrets.token_hex(3)}"
+    add_account(services.engine, username, PASSWORD, "physician", organization=CLUES_A, practitioner_ref=f"Practitioner/{w.prac['physician']}")
+
+    def token(scope: str | None) -> dict:
+        data = {"grant_type": "password", "username": username, "password": PASSWORD} | ({"scope": scope} if scope else {})
+        r = client.post("/auth/token", data=data)
+        assert r.status_code == 200, r.text
+        return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+    narrow, full = token("user/Observation.rs"), token(None)
+    obs, pid = w.res[("care", "Observation")], w.patient["care"]
+    assert client.get(f"/fhir/Observation/{obs}", headers=narrow).status_code == 200
+    assert client.get(f"/fhir/Observation?patient={pid}", headers=narrow).status_code == 200
+    r = client.get(f"/fhir/Patient/{pid}", headers=narrow)
+    assert r.status_code == 403 and "alcance" in r.json()["issue"][0]["diagnostics"]
+    assert client.post("/fhir/Observation", json=resource_for("Observation", pid), headers=narrow).status_code == 403
+    assert client.get(f"/fhir/Patient/{pid}", headers=full).status_code == 200
+    # $everything gives only what the token may read: observations, never the rest.
+    r = client.get(f"/fhir/Patient/{pid}/$everything", headers=narrow)
+    assert r.status_code == 403  # needs Patient search
