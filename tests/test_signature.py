@@ -518,3 +518,33 @@ def test_cli_sign_with_sat_files(client, clinic, ca, rsa_key, tmp_path, monkeypa
     pw.write_text("equivocada")
     r = CliRunner().invoke(cli.app, [*args, "--url", "http://testserver", "--token", token])
     assert r.exit_code == 2 and "contraseña" in r.output
+
+
+def test_cli_http_sends_the_bearer_token_and_returns_errors_as_answers():
+    """The CLI's HTTP call (stdlib urllib) against a real socket: token sent, 4xx returned, not raised."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from expediente.cli import _fhir_http
+
+    seen = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            seen["auth"] = self.headers["Authorization"]
+            seen["body"] = self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(422)
+            self.end_headers()
+            self.wfile.write(b'{"resourceType":"OperationOutcome"}')
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        status, body = _fhir_http("POST", f"http://127.0.0.1:{server.server_port}/fhir/x", "tok", b"{}")
+    finally:
+        server.shutdown()
+    assert (status, body) == (422, b'{"resourceType":"OperationOutcome"}')
+    assert seen == {"auth": "Bearer tok", "body": b"{}"}
