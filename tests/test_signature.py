@@ -518,6 +518,9 @@ def test_cli_sign_with_sat_files(client, clinic, ca, rsa_key, tmp_path, monkeypa
     pw.write_text("equivocada")
     r = CliRunner().invoke(cli.app, [*args, "--url", "http://testserver", "--token", token])
     assert r.exit_code == 2 and "contraseña" in r.output
+    # Without a password file the password is asked for, hidden.
+    r = CliRunner().invoke(cli.app, [*args[:-2], "--url", "http://testserver", "--token", token], input="s3creta\n")
+    assert r.exit_code == 0 and "Contraseña de la llave privada" in r.output and "s3creta" not in r.output
 
 
 def test_cli_http_sends_the_bearer_token_and_returns_errors_as_answers():

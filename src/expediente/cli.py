@@ -224,10 +224,13 @@ def signature_sign(
         if chain is not None:
             certificates += fea.load_certificates(chain.read_bytes())
         key_bytes = key.read_bytes()
-        password = password_file.read_text().rstrip("\r\n") if password_file else None
-        if password is None and b"-----BEGIN PRIVATE KEY" not in key_bytes:
-            password = typer.prompt("Contraseña de la llave privada", hide_input=True)
-        private_key = fea.load_private_key(key_bytes, password.encode() if password is not None else None)
+        password = password_file.read_text().rstrip("\r\n").encode() if password_file else None
+        try:
+            private_key = fea.load_private_key(key_bytes, password)
+        except fea.SignatureError as exc:
+            if exc.code != "password-required":
+                raise
+            private_key = fea.load_private_key(key_bytes, typer.prompt("Contraseña de la llave privada", hide_input=True).encode())
     except OSError as exc:
         console.print(f"[red]Error:[/red] no se pudo leer {exc.filename}: {exc.strerror}")
         raise typer.Exit(2) from None

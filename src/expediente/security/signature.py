@@ -45,7 +45,7 @@ CURP_RE = re.compile(r"^[A-Z]{4}[0-9]{6}[HMX][A-Z]{5}[A-Z0-9][0-9]$")
 class SignatureError(Exception):
     """A signature or certificate that cannot be accepted. ``code`` is one of: malformed,
     signature-mismatch, document-changed, certificate-expired, certificate-not-yet-valid,
-    certificate-usage, certificate-key, untrusted, signing-time."""
+    certificate-usage, certificate-key, untrusted, password-required."""
 
     def __init__(self, code: str, message: str):
         super().__init__(message)
@@ -159,8 +159,10 @@ def load_private_key(data: bytes, password: bytes | None):
     loader = serialization.load_pem_private_key if b"-----BEGIN" in data else serialization.load_der_private_key
     try:
         key = loader(data, password=password)
-    except TypeError:
-        raise SignatureError("malformed", "La llave privada está cifrada: indique su contraseña") from None
+    except TypeError:  # encrypted without a password, or a password for a key that is not encrypted
+        if password is None:
+            raise SignatureError("password-required", "La llave privada está cifrada: indique su contraseña") from None
+        key = loader(data, password=None)
     except (ValueError, UnsupportedAlgorithm):
         raise SignatureError("malformed", "No se pudo abrir la llave privada: contraseña incorrecta o archivo inválido") from None
     if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
