@@ -22,10 +22,12 @@ user_app = typer.Typer(help="Cuentas de personas (médicos, enfermería, pacient
 client_app = typer.Typer(help="Clientes OAuth2 de sistemas (client credentials).", no_args_is_help=True)
 db_app = typer.Typer(help="Esquema de la base de datos (migraciones).", no_args_is_help=True)
 blobs_app = typer.Typer(help="Almacén de archivos (imágenes, documentos): cifrado y rotación de llaves.", no_args_is_help=True)
+signature_app = typer.Typer(help="Firma electrónica avanzada de documentos clínicos (e.firma).", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 app.add_typer(client_app, name="client")
 app.add_typer(db_app, name="db")
 app.add_typer(blobs_app, name="blobs")
+app.add_typer(signature_app, name="signature")
 console = Console(stderr=True)
 
 DEMO_USER = "medico.demo"
@@ -278,6 +280,132 @@ def client_add(
     secret = _add_account(client_id, None, role, "system", organization=organization)
     console.print(f"[green]Cliente creado:[/green] {client_id}")
     typer.echo(f"client_secret: {secret}")
+
+
+def _document_ref(value: str) -> tuple[str, str]:
+    res_type, _, res_id = value.partition("/")
+    if not res_type or not res_id or "/" in res_id:
+        raise typer.BadParameter(f"se espera TIPO/ID, p. ej. Composition/123, no '{value}'")
+    return res_type, res_id
+
+
+def _fhir_http(method: str, url: str, token: str, body: bytes | None = None) -> tuple[int, bytes]:
+    """One FHIR request with a bearer token; (status, body) whatever the status."""
+    import urllib.error
+    import urllib.request
+
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"}
+    if body is not None:
+        headers["Content-Type"] = "application/fhir+json"
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except urllib.error.URLError as exc:
+        console.print(f"[red]Error:[/red] no se pudo conectar con {url}: {exc.reason}")
+        raise typer.Exit(2) from None
+
+
+def _diagnostics(body: bytes) -> str:
+    try:
+        return "; ".join(i.get("diagnostics", "") for i in orjson.loads(body).get("issue", [])) or body.decode()[:300]
+    except (orjson.JSONDecodeError, AttributeError):
+        return body.decode("utf-8", "replace")[:300]
+
+
+@signature_app.command("sign")
+def signature_sign(
+    document: Annotated[str, typer.Argument(help="Documento a firmar: Composition/<id> o DocumentReference/<id>")],
+    cert: Annotated[Path, typer.Option(help="Certificado del firmante (.cer DER del SAT, o PEM con la cadena)")],
+    key: Annotated[Path, typer.Option(help="Llave privada (.key PKCS#8 DER cifrada del SAT, o PEM)")],
+    password_file: Annotated[Path | None, typer.Option(help="Archivo con la contraseña de la llave; si se omite, se pide")] = None,
+    chain: Annotated[Path | None, typer.Option(help="Certificados intermedios (PEM) que acompañan la firma")] = None,
+    alg: Annotated[str | None, typer.Option(help="RS256 o PS256 (llave RSA), ES256 (EC P-256); por omisión según la llave")] = None,
+    url: Annotated[str | None, typer.Option(envvar=ENV_PREFIX + "URL", help="URL base del servidor (sin /fhir)")] = None,
+    token: Annotated[str | None, typer.Option(envvar=ENV_PREFIX + "TOKEN", help="Token de acceso (Bearer) del firmante")] = None,
+) -> None:
+    """Sign a clinical document locally with an e.firma certificate and submit the signature."""
+    from expediente.security import signature as fea
+
+    res_type, res_id = _document_ref(document)
+    if not token:
+        console.print(f"[red]Error:[/red] falta el token de acceso (--token o {ENV_PREFIX}TOKEN)")
+        raise typer.Exit(2)
+    base = (url or _settings().public_base).rstrip("/") + "/fhir"
+    try:
+        certificates = fea.load_certificates(cert.read_bytes())
+        if chain is not None:
+            certificates += fea.load_certificates(chain.read_bytes())
+        key_bytes = key.read_bytes()
+        password = password_file.read_text().rstrip("\r\n").encode() if password_file else None
+        try:
+            private_key = fea.load_private_key(key_bytes, password)
+        except fea.SignatureError as exc:
+            if exc.code != "password-required":
+                raise
+            private_key = fea.load_private_key(key_bytes, typer.prompt("Contraseña de la llave privada", hide_input=True).encode())
+    except OSError as exc:
+        console.print(f"[red]Error:[/red] no se pudo leer {exc.filename}: {exc.strerror}")
+        raise typer.Exit(2) from None
+    except fea.SignatureError as exc:
+        console.print(f"[red]Error:[/red] {exc.message}")
+        raise typer.Exit(2) from None
+    status, body = _fhir_http("GET", f"{base}/{res_type}/{res_id}", token)
+    if status != 200:
+        console.print(f"[red]Error al leer {document}[/red] ({status}): {_diagnostics(body)}")
+        raise typer.Exit(2)
+    version = orjson.loads(body).get("meta", {}).get("versionId")
+    try:
+        jws = fea.sign_document(body, private_key, certificates, algorithm=alg)
+    except fea.SignatureError as exc:
+        console.print(f"[red]Error:[/red] {exc.message}")
+        raise typer.Exit(2) from None
+    parameters = {"resourceType": "Parameters", "parameter": [{"name": "jws", "valueString": jws}]}
+    if version:
+        parameters["parameter"].append({"name": "version", "valueString": version})
+    status, body = _fhir_http("POST", f"{base}/{res_type}/{res_id}/$sign", token, orjson.dumps(parameters))
+    if status not in (200, 201):
+        console.print(f"[red]Firma rechazada[/red] ({status}): {_diagnostics(body)}")
+        raise typer.Exit(2)
+    provenance = orjson.loads(body)
+    console.print(f"[green]Firmado:[/green] {res_type}/{res_id}/_history/{version}")
+    typer.echo(f"Provenance/{provenance.get('id')}")
+
+
+@signature_app.command("verify")
+def signature_verify(
+    document: Annotated[str, typer.Argument(help="Documento: Composition/<id> o DocumentReference/<id>")],
+) -> None:
+    """Verify every signature of a document on the database (exit code 1 if any fails)."""
+    from expediente.app import Services
+    from expediente.fhir import signing
+    from expediente.fhir.errors import FhirError
+    from expediente.fhir.store import Caller
+    from expediente.security.principal import Principal
+
+    res_type, res_id = _document_ref(document)
+    settings = _settings()
+    services = Services.build(settings)
+    caller = Caller(Principal(subject="expediente-cli", kind="system", role="system"), "cli")
+    try:
+        checks = signing.verify_document(services.store, caller, signing.SignaturePolicy.from_settings(settings), res_type, res_id)
+    except FhirError as exc:
+        console.print(f"[red]Error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    finally:
+        services.close()
+    if not checks:
+        typer.echo(f"{document}: sin firmas electrónicas")
+        raise typer.Exit(1)
+    for c in checks:
+        who = c.signer.subject if c.signer else "firmante desconocido"
+        ids = " ".join(f"{k} {v}" for k, v in (("RFC", c.signer and c.signer.rfc), ("CURP", c.signer and c.signer.curp)) if v)
+        verdict = "válida" if c.valid else f"NO válida: {c.reason}"
+        typer.echo(f"{c.provenance} {c.target or ''} {verdict}\n  firmante: {who} {ids}\n  fecha de firma: {c.when or '-'}")
+    if not all(c.valid for c in checks):
+        raise typer.Exit(1)
 
 
 def _counted(resources: Iterable[dict], progress: Progress, task) -> Iterator[dict]:

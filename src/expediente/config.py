@@ -87,6 +87,15 @@ class Settings:
     rate_auth_burst: int = 20
     # SQLite durability: FULL fsyncs every commit (an acknowledged write survives power loss).
     sqlite_synchronous: str = "FULL"
+    # Electronic signature (FEA) of clinical documents.
+    # PEM file of the certification authorities a signer's chain must lead to (e.g. the SAT's
+    # for the e.firma); empty: chains are not checked against anchors (verification says so).
+    signature_trust_anchors: str = ""
+    # How far (seconds) a signature's signing time may be from the server's clock when it is
+    # submitted: bounds back-dating a signature into an expired certificate's validity.
+    signature_time_tolerance_seconds: int = 600
+    # The certificate's CURP or RFC must match one of the signer's Practitioner identifiers.
+    signature_require_identity_match: bool = True
     extra: dict = field(default_factory=dict)
 
     @property

@@ -39,6 +39,7 @@ from expediente.fhir.search.engine import (
     parse_search,
 )
 from expediente.fhir.search.extract import extract_index, patient_key
+from expediente.fhir.signature_lock import refuse_change_if_signed
 from expediente.fhir.validation import ResourceInvalid, validate_resource
 from expediente.security import policy
 from expediente.security.access import CARE_OPENING_TYPES, Access, AccessGate
@@ -620,6 +621,8 @@ class ResourceStore:
             return None, denied
         if current is not None and not current.deleted and _content(orjson.loads(current.body)) == prepared.content:
             return WriteResult(current, created=False, changed=False), None
+        if current is not None:
+            refuse_change_if_signed(conn, current)
         ts = utcnow()
         version = current.version_id + 1 if current else 1
         payload = _finalize(prepared.body, res_type, res_id, version, ts)
@@ -751,6 +754,7 @@ class ResourceStore:
         denied = self._authorize_in(conn, caller, access)
         if denied is not None or current is None or current.deleted:
             return None, denied
+        refuse_change_if_signed(conn, current)
         stored = Stored(res_type, res_id, current.version_id + 1, utcnow(), True, b"", current.patient_key, "DELETE")
         self._write_rows(conn, stored, current, index_rows=None)
         return stored, None
