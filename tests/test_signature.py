@@ -100,8 +100,9 @@ def ec_key():
 
 @pytest.fixture
 def clinic(client, make_token):
-    """A patient, a physician (Practitioner with CURP and RFC) and her bearer token."""
-    admin = {"Authorization": f"Bearer {make_token('administrator')}"}
+    """A patient, a physician (Practitioner with CURP and RFC) who cares for them (an
+    encounter names her), and her bearer token. The hospital's system client registers them."""
+    admin = {"Authorization": f"Bearer {make_token('system')}"}
     patient = client.post("/fhir/Patient", json={"resourceType": "Patient", "name": [{"family": "Pérez"}]}, headers=admin).json()
     practitioner = {
         "resourceType": "Practitioner",
@@ -109,6 +110,14 @@ def clinic(client, make_token):
         "name": [{"family": "González López", "given": ["María"]}],
     }
     prac = client.post("/fhir/Practitioner", json=practitioner, headers=admin).json()
+    encounter = {
+        "resourceType": "Encounter",
+        "status": "in-progress",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "subject": {"reference": f"Patient/{patient['id']}"},
+        "participant": [{"individual": {"reference": f"Practitioner/{prac['id']}"}}],
+    }
+    assert client.post("/fhir/Encounter", json=encounter, headers=admin).status_code == 201
     token = make_token("physician", practitioner_ref=f"Practitioner/{prac['id']}")
     return {"patient": patient["id"], "practitioner": prac["id"], "auth": {"Authorization": f"Bearer {token}"}, "admin": admin}
 
@@ -329,13 +338,42 @@ def test_signed_document_cannot_be_updated_or_deleted(client, clinic, services, 
         "entry": [{"request": {"method": "DELETE", "url": f"Composition/{doc['id']}"}}],
     }
     assert client.post("/fhir", json=bundle, headers=clinic["auth"]).status_code == 409
-    assert client.put(f"/fhir/Provenance/{prov['id']}", json={**prov, "recorded": "2020-01-01T00:00:00Z"}, headers=clinic["admin"]).status_code == 409
+    # Rewriting a signature is refused before anything is looked up: only $sign writes them.
+    r = client.put(f"/fhir/Provenance/{prov['id']}", json={**prov, "recorded": "2020-01-01T00:00:00Z"}, headers=clinic["admin"])
+    assert r.status_code == 422 and "$sign" in r.json()["issue"][0]["diagnostics"]
     assert client.delete(f"/fhir/Provenance/{prov['id']}", headers=clinic["admin"]).status_code == 409
     assert counts(services) == before
     assert client.get(f"/fhir/Composition/{doc['id']}", headers=clinic["auth"]).json() == doc
     # Re-sending the very same content changes nothing and is not an alteration.
     assert client.put(f"/fhir/Composition/{doc['id']}", json=doc, headers=clinic["auth"]).status_code == 200
     assert verification(client, clinic, "Composition", doc["id"])[0] is True
+
+
+def test_a_signature_cannot_be_posted_as_a_plain_provenance(client, clinic):
+    """Only $sign, which verifies it, records a signature: a forged Provenance would otherwise
+    lock the document against corrections."""
+    doc = create(client, clinic, note(clinic))
+    forged = {
+        "resourceType": "Provenance",
+        "target": [{"reference": f"Composition/{doc['id']}/_history/1"}],
+        "recorded": "2026-12-01T10:00:00Z",
+        "agent": [{"who": {"reference": f"Practitioner/{clinic['practitioner']}"}}],
+        "signature": [
+            {
+                "type": [{"system": "urn:iso-astm:E1762-95:2013", "code": "1.2.840.10065.1.12.1.1"}],
+                "when": "2026-12-01T10:00:00Z",
+                "who": {"reference": f"Practitioner/{clinic['practitioner']}"},
+                "sigFormat": "application/jose",
+                "data": "ZmFsc2E=",
+            }
+        ],
+    }
+    r = client.post("/fhir/Provenance", json=forged, headers=clinic["auth"])
+    assert r.status_code == 422 and "$sign" in r.json()["issue"][0]["diagnostics"]
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": forged, "request": {"method": "POST", "url": "Provenance"}}]}
+    assert client.post("/fhir", json=bundle, headers=clinic["auth"]).status_code == 422
+    r = client.put(f"/fhir/Composition/{doc['id']}", json={**doc, "title": "Nota corregida"}, headers=clinic["auth"])
+    assert r.status_code == 200  # still editable: nothing signed it
 
 
 def test_unsigned_document_stays_editable(client, clinic):

@@ -52,7 +52,7 @@ from expediente.fhir.store import (
     _parse_conditional,
     _prepare,
     _Prepared,
-    _validated,
+    _validated_client,
     check_id,
     instant,
     new_id,
@@ -357,7 +357,7 @@ def _resource_of(entry: _Entry, raw: dict) -> dict:
     resource = raw.get("resource")
     if not isinstance(resource, dict):
         raise _invalid(f"{entry.method} requiere el recurso en la entrada (resource)", "resource", "required")
-    _validated(resource, entry.res_type)
+    _validated_client(resource, entry.res_type)
     return resource
 
 

@@ -39,7 +39,7 @@ from expediente.fhir.search.engine import (
     parse_search,
 )
 from expediente.fhir.search.extract import extract_index, patient_key
-from expediente.fhir.signature_lock import refuse_change_if_signed
+from expediente.fhir.signature_lock import is_signature_provenance, refuse_change_if_signed
 from expediente.fhir.validation import ResourceInvalid, validate_resource
 from expediente.security import policy
 from expediente.security.access import CARE_OPENING_TYPES, Access, AccessGate
@@ -162,6 +162,18 @@ def _validated(resource_json: dict, res_type: str) -> None:
         raise FhirError(
             400, [errors.Issue(i.message, i.code, expression=i.path) for i in exc.issues] or [errors.Issue("Recurso inválido")]
         ) from None
+
+
+def _validated_client(resource_json: dict, res_type: str) -> None:
+    """A resource as a client writes it: valid, and not an electronic signature (only the
+    document's $sign operation, which verifies it, records those)."""
+    _validated(resource_json, res_type)
+    if res_type == "Provenance" and is_signature_provenance(resource_json):
+        raise FhirError.of(
+            422,
+            "Las firmas electrónicas se registran con la operación $sign del documento firmado, no como Provenance directo",
+            "business-rule",
+        )
 
 
 def _client_meta(resource_json: dict) -> dict:
@@ -498,7 +510,7 @@ class ResourceStore:
 
     def create(self, caller: Caller, res_type: str, body: dict, *, if_none_exist: str | None = None) -> WriteResult:
         _check_writable(res_type)
-        _validated(body, res_type)
+        _validated_client(body, res_type)
         res_id = new_id()
         prepared = _prepare(body, res_id)
         conditions = _parse_conditional(res_type, if_none_exist) if if_none_exist is not None else None
@@ -510,7 +522,7 @@ class ResourceStore:
     ) -> WriteResult:
         _check_writable(res_type)
         check_id(res_id)
-        _validated(body, res_type)
+        _validated_client(body, res_type)
         if body.get("id") != res_id:
             raise errors.bad_request(
                 f"El id del cuerpo ('{body.get('id')}') no coincide con el de la URL ('{res_id}')", expression=f"{res_type}.id"
@@ -524,7 +536,7 @@ class ResourceStore:
     ) -> WriteResult:
         """PUT [type]?[search]: update the one match, create when none, 412 when several."""
         _check_writable(res_type)
-        _validated(body, res_type)
+        _validated_client(body, res_type)
         conditions = _parse_conditional(res_type, query)
         expected = _etag_version(if_match) if if_match is not None else None
 
@@ -686,7 +698,7 @@ class ResourceStore:
             res_type, res_id = res.get("resourceType"), res.get("id")
             _check_writable(res_type)
             check_id(res_id or "")
-            _validated(res, res_type)
+            _validated_client(res, res_type)
             prepared = _prepare(res, res_id)
             key = prepared.patient_key
             payload = _finalize(res, res_type, res_id, 1, ts)
