@@ -132,8 +132,14 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+# The practitioner every test physician is; a_patient's patients are in their care.
+CLINICIAN = "Practitioner/dra-pruebas"
+
+
 def person(services, role: str = "physician", username: str | None = None, **extra) -> str:
     username = username or f"{role}.{time.monotonic_ns() % 10**9}"
+    if role == "physician":
+        extra.setdefault("practitioner_ref", CLINICIAN)
     add_account(services.engine, username, PASSWORD, role, **extra)
     return username
 
@@ -147,9 +153,13 @@ def refresh_grant(client, token: str, **extra):
 
 
 def a_patient(client, auth) -> str:
+    """A patient registered by the hospital's system, with a care team that names CLINICIAN."""
     r = client.post("/fhir/Patient", json={"resourceType": "Patient", "name": [{"family": "Hernández"}]}, headers=auth)
     assert r.status_code == 201, r.text
-    return r.json()["id"]
+    pid = r.json()["id"]
+    team = {"resourceType": "CareTeam", "subject": {"reference": f"Patient/{pid}"}, "participant": [{"member": {"reference": CLINICIAN}}]}
+    assert client.post("/fhir/CareTeam", json=team, headers=auth).status_code == 201
+    return pid
 
 
 def audit_reasons(services, action: str) -> list[tuple[str, str]]:
@@ -158,7 +168,9 @@ def audit_reasons(services, action: str) -> list[tuple[str, str]]:
         return [tuple(row) for row in conn.execute(query)]
 
 
-def own_claims(role: str = "physician", **changes) -> dict:
+def own_claims(role: str = "system", **changes) -> dict:
+    """Claims of a token this server would issue (a system client's by default, which may read
+    any record, so a refusal below is the token's, never the access policy's)."""
     now = int(time.time())
     claims = {
         "iss": "http://testserver",
@@ -168,8 +180,8 @@ def own_claims(role: str = "physician", **changes) -> dict:
         "nbf": now,
         "exp": now + 300,
         "jti": "x",
-        "scope": "user/*.cruds",
-        "kind": "person",
+        "scope": "system/*.cruds" if role == "system" else "user/*.cruds",
+        "kind": "system" if role == "system" else "person",
         "role": role,
     }
     claims.update(changes)
@@ -436,6 +448,8 @@ def test_wrong_totp_codes_lock_the_account(client, services):
 
 def test_oidc_token_is_accepted_and_mapped(client, services, auth, idp):
     pid = a_patient(client, auth)
+    team = {"resourceType": "CareTeam", "subject": {"reference": f"Patient/{pid}"}, "participant": [{"member": {"reference": "Practitioner/pr-ruiz"}}]}
+    assert client.post("/fhir/CareTeam", json=team, headers=auth).status_code == 201  # the IdP's physician cares for them
     token = idp.token()
     r = client.get(f"/fhir/Patient/{pid}", headers=bearer(token))
     assert r.status_code == 200, r.text
