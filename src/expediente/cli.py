@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -402,7 +403,7 @@ def _audit_table(params: list[tuple[str, str]], patient: str | None, title: str)
     try:
         entry = AuditEntry(
             actor=f"cli:{getpass.getuser()}"[:128],
-            role=None,
+            role="administrator",  # an operator of the server, reading the trail locally
             action="search",
             res_type="AuditEvent",
             res_id=None,
@@ -430,8 +431,10 @@ def _audit_table(params: list[tuple[str, str]], patient: str | None, title: str)
             str(r["seq"]), r["recorded"].isoformat(timespec="seconds"), r["actor"], r["role"] or "", r["action"],
             resource, r["patient_key"] or "", outcome, reason,
         )
-    _report.print(table)
-    _report.print(f"{len(rows)} entradas (las más recientes primero)")
+    # Piped to a file, rows stay whole (one line each) instead of wrapping at 80 columns.
+    out = Console(highlight=False, width=None if sys.stdout.isatty() else 240)
+    out.print(table)
+    out.print(f"{len(rows)} entradas (las más recientes primero)")
 
 
 def _since_param(since: str | None) -> list[tuple[str, str]]:
