@@ -321,7 +321,8 @@ def test_audit_event_read_is_balp_shaped(client, services, auth, auditor):
     login = client.get("/fhir/AuditEvent?subtype=110122", headers=auditor).json()["entry"][0]["resource"]
     assert login["type"]["code"] == "110114" and login["subtype"][0]["code"] == "110122" and login["action"] == "E"
     assert client.get("/fhir/AuditEvent/999999", headers=auditor).status_code == 404
-    assert client.get("/fhir/AuditEvent/abc", headers=auditor).status_code == 404
+    for odd in ("abc", "9999999999999999999", "%C2%B2", "-1"):
+        assert client.get(f"/fhir/AuditEvent/{odd}", headers=auditor).status_code == 404
     assert client.get(f"/fhir/AuditEvent/{read_entry['seq']}/_history", headers=auditor).status_code == 404
 
 
@@ -379,7 +380,7 @@ def test_audit_event_search_parameters(client, services, make_token, auth, audit
 @pytest.mark.parametrize(
     "query",
     ["desconocido=1", "date=ne2026", "date=2026-13", "date=ayer", "action=X", "outcome=3", "entity=nada", "_count=-1",
-     "_cursor=abc", "patient=", "subtype=otro", "subtype=http://otro|read", "purpose=1", "_sort=date"],
+     "_cursor=abc", "_cursor=9999999999999999999", "_count=%C2%B2", "date=0000", "date=2026-02-30", "patient=", "subtype=otro", "subtype=http://otro|read", "purpose=1", "_sort=date"],
 )
 def test_audit_event_bad_search_is_a_spanish_400(client, auditor, query):
     r = client.get(f"/fhir/AuditEvent?{query}", headers=auditor)

@@ -22,7 +22,7 @@ from expediente.fhir import errors
 from expediente.fhir.store import Caller
 from expediente.security.access import Access
 from expediente.security.audit_events import audit_event
-from expediente.security.audit_search import AuditQuery, parse, statement
+from expediente.security.audit_search import AuditQuery, parse, parse_seq, statement
 
 RES_TYPE = "AuditEvent"
 _BY_SEQ = sa.select(audit_log).where(audit_log.c.seq == sa.bindparam("seq"))
@@ -36,10 +36,10 @@ def _run_search(services, caller: Caller, query: AuditQuery) -> list[sa.RowMappi
 
 
 def _run_read(services, caller: Caller, res_id: str) -> sa.RowMapping | None:
-    row = None
-    if res_id.isdigit() and len(res_id) <= 18:
+    row, seq = None, parse_seq(res_id)
+    if seq is not None:
         with services.reader.connect() as conn:
-            row = conn.execute(_BY_SEQ, {"seq": int(res_id)}).mappings().first()
+            row = conn.execute(_BY_SEQ, {"seq": seq}).mappings().first()
     access = Access("read", RES_TYPE, res_id[:64], patient_key=row["patient_key"] if row else None)
     services.gate.authorize(caller.principal, access, source=caller.source)
     return row

@@ -26,6 +26,8 @@ _REF = re.compile(r"([A-Z][A-Za-z]{0,39})/([A-Za-z0-9\-.]{1,64})")
 _DATE = re.compile(
     r"(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})?)?)?)?"
 )
+_DIGITS = re.compile(r"[0-9]{1,19}")  # ASCII only: str.isdigit() also accepts "²"
+_MAX_SEQ = 2**63 - 1
 _MAX_VALUES = 100
 c = audit_log.c
 
@@ -73,11 +75,11 @@ def parse(params: list[tuple[str, str]], *, default_count: int, max_count: int) 
                 code="not-supported",
             )
         if name == "_count":
-            if not value.isdigit() or len(value) > 6:
+            if not _DIGITS.fullmatch(value) or len(value) > 6:
                 raise bad_request(f"_count inválido: '{value[:20]}' (se espera un entero no negativo)")
             query.count = min(int(value), max_count)
         elif name == "_cursor":
-            if not value.isdigit() or len(value) > 19:
+            if not _DIGITS.fullmatch(value) or int(value) > _MAX_SEQ:
                 raise bad_request("_cursor inválido; use el enlace 'next' de la página anterior")
             query.before_seq = int(value)
             continue  # not part of the self link
@@ -92,6 +94,11 @@ def parse(params: list[tuple[str, str]], *, default_count: int, max_count: int) 
     if len(patients) == 1 and len(patients[0]) == 1:
         query.patient = patients[0][0]
     return query
+
+
+def parse_seq(text: str) -> int | None:
+    """An AuditEvent id as a seq, or None when it cannot be one."""
+    return int(text) if _DIGITS.fullmatch(text) and int(text) <= _MAX_SEQ else None
 
 
 def statement(query: AuditQuery) -> sa.Select:
