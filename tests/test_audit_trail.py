@@ -17,6 +17,7 @@ from expediente.app import Services, create_app
 from expediente.cli import app as cli_app
 from expediente.db.migrate import upgrade
 from expediente.db.schema import audit_chain_head, audit_log
+from expediente.fhir.validation import validate_resource
 from expediente.security.audit import AuditEntry
 from expediente.security.audit_chain import GENESIS, entry_hash
 from starlette.testclient import TestClient
@@ -320,6 +321,8 @@ def test_audit_event_read_is_balp_shaped(client, services, auth, auditor):
     assert entities == {f"Patient/{pid}": "1"}  # the patient (role 1) is the resource read
     login = client.get("/fhir/AuditEvent?subtype=110122", headers=auditor).json()["entry"][0]["resource"]
     assert login["type"]["code"] == "110114" and login["subtype"][0]["code"] == "110122" and login["action"] == "E"
+    for entry in client.get("/fhir/AuditEvent", headers=auditor).json()["entry"]:
+        validate_resource(entry["resource"])  # valid FHIR R4, by the server's own validator
     assert client.get("/fhir/AuditEvent/999999", headers=auditor).status_code == 404
     for odd in ("abc", "9999999999999999999", "%C2%B2", "-1"):
         assert client.get(f"/fhir/AuditEvent/{odd}", headers=auditor).status_code == 404
