@@ -116,9 +116,42 @@ def test_concurrent_reads_and_writes_from_two_processes_form_one_intact_chain(cl
         assert e["hash"] == entry_hash(previous, e)
         previous = e["hash"]
     assert _head(services) == (len(entries), previous)
-    result = verify()
+    result = verify("--batch", "7")
     assert result.exit_code == 0, result.output
     assert f"{len(entries)} entradas" in result.stdout and f"Cabeza: {len(entries)}:{previous}" in result.stdout
+
+
+_APPENDER = """
+import sys, threading
+from expediente.app import Services
+from expediente.config import load_settings
+from expediente.security.audit import AuditEntry
+
+services = Services.build(load_settings())
+def work(k):
+    for i in range(40):
+        services.audit.record(AuditEntry(f"proc{sys.argv[1]}", "nurse", "read", "Patient", f"p{k}-{i}", f"p{k}", "allowed"))
+threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+services.close()
+"""
+
+
+def test_separate_server_processes_append_to_one_chain(services, cli):
+    """Real OS processes, as with `serve --workers N` or several hosts on one PostgreSQL."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    procs = [subprocess.Popen([sys.executable, "-c", _APPENDER, str(n)], env=env) for n in range(3)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    entries = _log(services)
+    assert sum(e["actor"].startswith("proc") for e in entries) == 3 * 4 * 40
+    assert [e["seq"] for e in entries] == list(range(1, len(entries) + 1))
+    result = cli("verify")
+    assert result.exit_code == 0 and f"{len(entries)} entradas" in result.stdout, result.output
 
 
 def _observation(pid: str, value: int) -> dict:
@@ -150,7 +183,7 @@ def test_verify_detects_an_edited_entry_whose_hash_was_recomputed(client, servic
 def test_verify_detects_a_deleted_middle_entry(client, services, auth, verify):
     _some_activity(client, auth)
     _sql(services, audit_log.delete().where(audit_log.c.seq == 3))
-    line = _first_break(verify())
+    line = _first_break(verify("--batch", "2"))  # the gap falls across two reads
     assert line.startswith("seq 4 ") and "falta la entrada seq 3" in line
 
 
