@@ -26,6 +26,7 @@ from expediente.ops import metrics
 from expediente.ops.middleware import Authenticate, BodyLimit, Observe
 from expediente.ops.protection import AddressRateLimit, Cors, PrincipalRateLimit, RateLimits, SecurityHeaders, cors_origins, uses_https
 from expediente.security import api as auth_api
+from expediente.security import audit_api
 from expediente.security.access import AccessGate
 from expediente.security.audit import AuditWriter
 from expediente.security.tokens import TokenService
@@ -123,6 +124,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             *auth_api.routes,
             *signature_api.routes,
+            *audit_api.routes,  # before the generic /fhir/{type} routes
             *fhir_api.routes,
         ],
         exception_handlers={FhirError: _fhir_error, HTTPException: _http_error, Exception: _unexpected},

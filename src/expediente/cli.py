@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -28,6 +29,8 @@ app.add_typer(client_app, name="client")
 app.add_typer(db_app, name="db")
 app.add_typer(blobs_app, name="blobs")
 app.add_typer(signature_app, name="signature")
+audit_app = typer.Typer(help="Bitácora de auditoría: verificar la cadena, consultar accesos.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 console = Console(stderr=True)
 
 DEMO_USER = "medico.demo"
@@ -649,6 +652,131 @@ Usuario de demostración: [bold]{user['username']}[/bold]  contraseña: [bold]{u
         highlight=False,
     )
     _serve(settings)
+
+
+
+# ------------------------------------------------------------------------------------- audit
+
+_report = Console(highlight=False, soft_wrap=True)  # stdout: the report itself
+
+
+@audit_app.command("verify")
+def audit_verify(
+    expect_head: Annotated[
+        str | None, typer.Option("--expect-head", help="Cabeza anotada antes (SEQ:HASH o HASH): debe seguir en la cadena")
+    ] = None,
+    batch: Annotated[int, typer.Option(min=1, max=100_000, help="Entradas leídas por consulta")] = 5000,
+) -> None:
+    """Recompute the audit chain over the whole log; exit 1 if any entry was altered."""
+    from expediente.security.audit_chain import Anchor, verify
+
+    try:
+        anchor = Anchor.parse(expect_head) if expect_head else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--expect-head") from None
+    engine = _engine(_settings())
+    try:
+        result = verify(engine, batch=batch, anchor=anchor)
+    except Exception as exc:  # noqa: BLE001 - no verdict without the chain (ChainUnavailable, database down)
+        console.print(f"[red]No se pudo verificar la bitácora:[/red] {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+        raise typer.Exit(2) from None
+    finally:
+        engine.dispose()
+    if result.break_count:
+        first = result.breaks[0]
+        when = f"registrada {first.recorded.isoformat(timespec='seconds')}Z" if first.recorded else "entrada ausente"
+        _report.print(f"[red]Bitácora alterada:[/red] {result.break_count} rupturas en {result.entries} entradas")
+        _report.print(f"Primera ruptura: seq {first.seq} ({when}): {first.problem}")
+        for b in result.breaks[1:]:
+            _report.print(f"  seq {b.seq}: {b.problem}")
+        if result.break_count > len(result.breaks):
+            _report.print(f"  ... y {result.break_count - len(result.breaks)} más")
+    if result.anchor_found is False:
+        _report.print(f"[red]La cabeza anotada no está en la cadena:[/red] {expect_head}")
+    if not result.intact:
+        raise typer.Exit(1)
+    _report.print(f"[green]Bitácora íntegra:[/green] {result.entries} entradas")
+    _report.print(f"Cabeza: {result.head}")
+    _report.print("Anote la cabeza fuera de la base de datos y compruébela después con --expect-head")
+
+
+def _audit_table(params: list[tuple[str, str]], patient: str | None, title: str) -> None:
+    """Print the newest entries matching ``params``; the consultation is itself recorded."""
+    import getpass
+
+    from expediente.db.engine import write_transaction
+    from expediente.fhir.errors import FhirError
+    from expediente.security.audit import AuditEntry, AuditWriter
+    from expediente.security.audit_search import parse, statement
+
+    try:
+        query = parse(params, default_count=50, max_count=10_000)
+    except FhirError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    engine = _engine(_settings())
+    try:
+        entry = AuditEntry(
+            actor=f"cli:{getpass.getuser()}"[:128],
+            role="administrator",  # an operator of the server, reading the trail locally
+            action="search",
+            res_type="AuditEvent",
+            res_id=None,
+            patient_key=patient,
+            outcome="allowed",
+            reason="consulta local de la bitácora (línea de comandos)",
+            source="cli",
+        )
+        with write_transaction(engine) as conn:
+            AuditWriter.record_in(conn, [entry])
+        with engine.connect() as conn:
+            rows = conn.execute(statement(query)).mappings().all()[: query.count]
+    finally:
+        engine.dispose()
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("seq", "registrada (UTC)", "usuario", "rol", "acción", "recurso", "paciente", "resultado", "motivo"):
+        table.add_column(column)
+    for r in rows:
+        resource = "/".join(x for x in (r["res_type"], r["res_id"]) if x)
+        outcome = {"allowed": "permitido", "denied": "denegado"}.get(r["outcome"], r["outcome"])
+        reason = (f"[{r['purpose']}] " if r["purpose"] else "") + (r["reason"] or "")
+        table.add_row(
+            str(r["seq"]), r["recorded"].isoformat(timespec="seconds"), r["actor"], r["role"] or "", r["action"],
+            resource, r["patient_key"] or "", outcome, reason,
+        )
+    # Piped to a file, rows stay whole (one line each) instead of wrapping at 80 columns.
+    out = Console(highlight=False, width=None if sys.stdout.isatty() else 240)
+    out.print(table)
+    out.print(f"{len(rows)} entradas (las más recientes primero)")
+
+
+def _since_param(since: str | None) -> list[tuple[str, str]]:
+    return [("date", f"ge{since}")] if since else []
+
+
+@audit_app.command("list")
+def audit_list(
+    patient: Annotated[str | None, typer.Option(help="Id del paciente (Patient/<id> o <id>)")] = None,
+    user: Annotated[str | None, typer.Option(help="Nombre de usuario")] = None,
+    since: Annotated[str | None, typer.Option(help="Desde esta fecha (AAAA, AAAA-MM-DD o instante)")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+) -> None:
+    """Who accessed what: the newest audit entries, filtered by patient, user and date."""
+    params = [("patient", patient)] if patient else []
+    params += [("agent", user)] if user else []
+    params += _since_param(since) + [("_count", str(limit))]
+    key = patient.removeprefix("Patient/") if patient else None
+    _audit_table(params, key, "Bitácora de accesos")
+
+
+@audit_app.command("break-glass")
+def audit_break_glass(
+    since: Annotated[str | None, typer.Option(help="Desde esta fecha (AAAA, AAAA-MM-DD o instante)")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 500,
+) -> None:
+    """The break-the-glass review list: emergency accesses, newest first."""
+    _audit_table([("purpose", "BTG"), *_since_param(since), ("_count", str(limit))], None, "Accesos de emergencia (romper el cristal)")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ nothing is half-written.
 Inside a batch, inserts go through ``insert_rows``: they are kept and sent at the end as one
 executemany per table (one round trip for the rows of many requests), or earlier, the moment
 a job reads inside the transaction (``flush_inserts``), so every read sees every write before it.
+A table may instead name its own writer (``write_at_commit``): its rows are sent only by the
+last flush, right before COMMIT (the audit chain locks its head there and holds it briefly).
 """
 
 from __future__ import annotations
@@ -32,6 +34,14 @@ T = TypeVar("T")
 Job = Callable[[sa.Connection], Any]
 _STOP = object()
 _PENDING = "expediente.pending_inserts"
+RowWriter = Callable[[sa.Connection, list[dict]], None]
+_AT_COMMIT: dict[sa.Table, RowWriter] = {}
+
+
+def write_at_commit(table: sa.Table, writer: RowWriter) -> None:
+    """Rows of ``table`` are written by ``writer``, and inside a group transaction only by its
+    last flush, just before COMMIT. No read in the transaction may need them earlier."""
+    _AT_COMMIT[table] = writer
 
 
 def insert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> None:
@@ -40,18 +50,33 @@ def insert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> None:
         return
     pending = conn.info.get(_PENDING)
     if pending is None:
-        executemany(conn, table, rows)
+        writer = _AT_COMMIT.get(table)
+        if writer is None:
+            executemany(conn, table, rows)
+        else:
+            writer(conn, rows)
     else:
         pending.setdefault(table, []).extend(rows)
 
 
-def flush_inserts(conn: sa.Connection) -> None:
-    """Send the kept inserts; call before reading inside a group transaction."""
+def flush_inserts(conn: sa.Connection, *, final: bool = False) -> None:
+    """Send the kept inserts; call before reading inside a group transaction. Rows of tables
+    with a writer at commit wait for the final flush (``final=True``, the group's own)."""
     pending = conn.info.get(_PENDING)
-    if pending:
-        for table, rows in pending.items():
+    if not pending:
+        return
+    late = []
+    for table, rows in pending.items():
+        if table in _AT_COMMIT:
+            late.append((table, rows))
+        else:
             executemany(conn, table, rows)
-        pending.clear()
+    pending.clear()
+    for table, rows in late:
+        if final:
+            _AT_COMMIT[table](conn, rows)
+        else:
+            pending[table] = rows
 
 
 def executemany(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> None:
@@ -85,7 +110,7 @@ def _grouped(engine: sa.Engine):
         conn.info[_PENDING] = {}
         try:
             yield conn
-            flush_inserts(conn)
+            flush_inserts(conn, final=True)
         finally:
             conn.info.pop(_PENDING, None)
 
@@ -152,7 +177,7 @@ class GroupCommitter:
                         except Exception as exc:
                             raise _Retry from exc
                     try:
-                        flush_inserts(conn)
+                        flush_inserts(conn, final=True)
                     except Exception as exc:
                         raise _Retry from exc
             except _Retry:

@@ -245,8 +245,10 @@ refresh_token = sa.Table(
     sa.Index(None, "username"),
 )
 
-# Every access decision, allowed or denied. The security layer turns this into a hash-chained,
-# tamper-evident trail exposed as AuditEvent.
+# Every access decision, allowed or denied, and every login: the audit trail (NOM-024), served
+# as AuditEvent. Rows form one hash chain in seq order (security/audit_chain.py): each row's
+# hash covers the previous row's hash and every other column, so editing, deleting, inserting
+# or reordering rows is detected by `expediente audit verify`. The chain assigns seq itself.
 audit_log = sa.Table(
     "audit_log",
     metadata,
@@ -261,6 +263,30 @@ audit_log = sa.Table(
     sa.Column("outcome", sa.String(8), nullable=False),  # allowed | denied | failed
     sa.Column("reason", sa.String(255), nullable=True),
     sa.Column("source", sa.String(64), nullable=True),  # client address
-    sa.Index(None, "patient_key", "recorded"),
-    sa.Index(None, "actor", "recorded"),
+    sa.Column("entities", sa.Text, nullable=True),  # JSON array of the "Type/id" returned; NULL: none
+    sa.Column("purpose", sa.String(16), nullable=True),  # "BTG" for break-the-glass; NULL: routine
+    sa.Column("chain_version", sa.SmallInteger, nullable=False),  # encoding the hash was computed with
+    sa.Column("hash", sa.String(64), nullable=False),  # hex SHA-256, see security/audit_chain.py
+    # Newest-first pages (keyset on seq) of one patient's or one user's entries.
+    sa.Index(None, "patient_key", "seq"),
+    sa.Index(None, "actor", "seq"),
+)
+# The break-the-glass review list: only the rare entries with a purpose are indexed.
+sa.Index(
+    "ix_audit_log_purpose_seq",
+    audit_log.c.purpose,
+    audit_log.c.seq,
+    postgresql_where=audit_log.c.purpose.is_not(None),
+    sqlite_where=audit_log.c.purpose.is_not(None),
+)
+
+# The end of the audit chain, one row (id 1): the last seq and its hash. Appends lock it (on
+# PostgreSQL, FOR UPDATE right before COMMIT), which makes the chain order the seq order with
+# any number of server processes; verify compares it with the log to detect a cut tail.
+audit_chain_head = sa.Table(
+    "audit_chain_head",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("last_seq", sa.BigInteger, nullable=False),
+    sa.Column("last_hash", sa.String(64), nullable=False),
 )

@@ -4,6 +4,9 @@ Reads are many and small, so their entries go through a group-commit writer: con
 requests wait together for one transaction. Writes put their entry in the same transaction as
 the change, so a change and its audit entry commit or fail together. Either way, if the entry
 cannot be stored the access fails (fail closed).
+
+Entries are hash-chained as they are stored (``audit_chain``): inside a group transaction the
+chain is extended by its final flush, right before COMMIT.
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import orjson
 import sqlalchemy as sa
 
 from expediente.db.group_commit import GroupCommitter, insert_rows
 from expediente.db.schema import audit_log
+from expediente.security import audit_chain  # noqa: F401 - registers the chain as audit_log's writer
 
 
 @dataclass(slots=True)
@@ -45,6 +50,8 @@ class AuditEntry:
             "outcome": self.outcome,
             "reason": self.reason,
             "source": self.source,
+            "entities": orjson.dumps(list(self.entities)).decode() if self.entities else None,
+            "purpose": self.purpose,
         }
 
 
