@@ -280,6 +280,12 @@ def test_break_the_glass(client, services, auth):
             .order_by(audit_log.c.seq.desc())
         ).first()
     assert row.purpose == "BTG" and reason in row.reason
+    # The review list: auditors find every emergency access, with the reason given.
+    review = client.get("/fhir/AuditEvent?purpose=BTG", headers=who["auditor"])
+    assert review.status_code == 200, review.text
+    events = [e["resource"] for e in review.json()["entry"]]
+    assert events and all(reason in e["outcomeDesc"] for e in events)
+    assert any(any(x.get("what", {}).get("reference") == f"Observation/{obs}" for x in e.get("entity", [])) for e in events)
     # Only clinicians may break the glass, and only with a stated reason.
     patient_glass = {**who["patient"], "Expediente-Break-Glass": "urgencia de prueba larga"}
     assert client.get(f"/fhir/Observation/{obs}", headers=patient_glass).status_code == 403

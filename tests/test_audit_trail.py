@@ -348,7 +348,7 @@ def test_audit_event_read_is_balp_shaped(client, services, auth, auditor):
     assert event["action"] == "R" and event["outcome"] == "0" and event["recorded"].endswith("Z")
     assert event["purposeOfEvent"][0]["coding"][0]["code"] == "TREAT"
     user = event["agent"][0]
-    assert user["requestor"] is True and user["who"]["display"] == read_entry["actor"] and user["role"][0]["coding"][0]["code"] == "physician"
+    assert user["requestor"] is True and user["who"]["display"] == read_entry["actor"] and user["role"][0]["coding"][0]["code"] == read_entry["role"] == "system"
     assert user["network"]["address"] == read_entry["source"]
     entities = {e["what"].get("reference"): e["role"]["code"] for e in event["entity"]}
     assert entities == {f"Patient/{pid}": "1"}  # the patient (role 1) is the resource read

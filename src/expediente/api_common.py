@@ -28,6 +28,20 @@ def error_response(exc: FhirError) -> Response:
 BREAK_GLASS_HEADER = "expediente-break-glass"
 
 
+async def search_form(request: Request) -> list[tuple[str, str]]:
+    """The parameters of POST [type]/_search: an application/x-www-form-urlencoded body."""
+    from urllib.parse import parse_qsl
+
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    raw = await request.body()
+    if raw and ctype != "application/x-www-form-urlencoded":
+        raise FhirError.of(415, "POST _search espera parámetros application/x-www-form-urlencoded", "not-supported")
+    try:
+        return parse_qsl(raw.decode("utf-8"), keep_blank_values=True) if raw else []
+    except UnicodeDecodeError:
+        raise FhirError.of(400, "El cuerpo de POST _search no es UTF-8 válido", "invalid") from None
+
+
 def caller_of(request: Request) -> Caller:
     """The authenticated caller the auth middleware put on the request, with the stated reason
     of an emergency access (break-the-glass) when the request carries one."""

@@ -60,7 +60,7 @@ class Settings:
     # beyond it the page says so and links to the rest.
     include_max: int = 1000
     log_level: str = "info"
-    # Transport and storage protection (docs/security-transport.md).
+    # Transport and storage protection (docs/security.md, "Protection in transit and at rest").
     # HTTPS: a PEM certificate chain and its PEM private key (PKCS#8); both empty: plain HTTP.
     tls_certificate: str = ""
     tls_key: str = ""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import urlencode
 
 import orjson
 from starlette.concurrency import run_in_threadpool
@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from expediente.api_common import caller_of, fhir_response
+from expediente.api_common import caller_of, fhir_response, search_form
 from expediente.fhir import errors
 from expediente.fhir.bundle import BundleOptions, process_bundle
 from expediente.fhir.capability import capability_statement
@@ -147,7 +147,7 @@ def _count(request: Request) -> int:
     raw = request.query_params.get("_count")
     if raw is None:
         return settings.page_size_default
-    if not raw.isdigit() or len(raw) > 6:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 6:
         raise errors.bad_request(f"_count inválido: '{raw[:20]}' (se espera un entero no negativo)")
     return min(int(raw), settings.page_size_max)
 
@@ -274,14 +274,7 @@ async def search(request: Request) -> Response:
 
 async def search_post(request: Request) -> Response:
     """POST [type]/_search: parameters in an application/x-www-form-urlencoded body (and the URL)."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    raw = await request.body()
-    if raw and ctype != "application/x-www-form-urlencoded":
-        raise errors.FhirError.of(415, "POST _search espera parámetros application/x-www-form-urlencoded", "not-supported")
-    try:
-        form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False) if raw else []
-    except UnicodeDecodeError:
-        raise errors.bad_request("El cuerpo de POST _search no es UTF-8 válido") from None
+    form = await search_form(request)
     return await _run_search(request, request.path_params["type"], _search_params(request, form))
 
 

@@ -293,7 +293,7 @@ def _url_id(value: str, url: str) -> str:
 
 
 def _url_version(value: str, url: str) -> int:
-    if not value.isdigit() or len(value) > 9:
+    if not (value.isascii() and value.isdigit()) or len(value) > 9:
         raise _invalid(f"request.url '{url[:120]}': versión inválida (debe ser un número entero)", "request.url")
     return int(value)
 
@@ -383,7 +383,7 @@ def _if_match(request: dict) -> int | None:
 def _search_count(raw: str | None, options: BundleOptions) -> int:
     if raw is None:
         return options.page_size
-    if not raw.isdigit() or len(raw) > 6:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 6:
         raise _invalid(f"_count inválido: '{raw[:20]}' (se espera un entero no negativo)", "request.url")
     return min(int(raw), options.page_size_max)
 

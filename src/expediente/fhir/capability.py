@@ -15,7 +15,22 @@ _READ = ["read", "vread", "history-instance", "history-type", "search-type"]  # 
 _WRITE = ["create", "update", "delete"]
 
 
+# The audit trail is searched on its own log (security/audit_search.py), with these parameters.
+_AUDIT_EVENT_PARAMS = [
+    {"name": "patient", "type": "reference"},
+    {"name": "agent", "type": "reference"},
+    {"name": "date", "type": "date"},
+    {"name": "action", "type": "token"},
+    {"name": "subtype", "type": "token"},
+    {"name": "outcome", "type": "token"},
+    {"name": "entity", "type": "reference"},
+    {"name": "purpose", "type": "token", "documentation": "purposeOfEvent, e.g. BTG: the break-the-glass review list"},
+]
+
+
 def _search_capability(res_type: str) -> dict:
+    if res_type == "AuditEvent":
+        return {"searchParam": _AUDIT_EVENT_PARAMS}
     params = params_for(res_type)
     refs = sorted(code for code, sp in params.items() if sp.type == "reference")
     out: dict = {
@@ -24,6 +39,8 @@ def _search_capability(res_type: str) -> dict:
     }
     if res_type == "Patient":
         out["operation"] = [{"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}]
+    if res_type in ("Composition", "DocumentReference"):
+        out["operation"] = [{"name": "sign", "definition": "$sign"}, {"name": "verify-signature", "definition": "$verify-signature"}]
     return out
 
 

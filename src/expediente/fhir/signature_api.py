@@ -29,7 +29,7 @@ def _sign_parameters(body: dict) -> tuple[str, int | None]:
         return jws, None
     raw = next((version[k] for k in ("valueId", "valueString", "valueInteger", "valuePositiveInt") if k in version), None)
     text = str(raw) if raw is not None and not isinstance(raw, bool) else ""
-    if not text.isdigit() or len(text) > 9:
+    if not (text.isascii() and text.isdigit()) or len(text) > 9:
         raise errors.bad_request("El parámetro 'version' debe ser el número de versión firmada", expression="Parameters.parameter")
     return jws, int(text)
 

@@ -280,7 +280,7 @@ class ResourceStore:
     def vread(self, caller: Caller, res_type: str, res_id: str, version: str) -> Stored:
         check_type(res_type)
         check_id(res_id)
-        if not version.isdigit() or len(version) > 9:
+        if not (version.isascii() and version.isdigit()) or len(version) > 9:
             raise errors.bad_request(f"Versión inválida: '{version[:40]}' (debe ser un número entero)")
         grant = self._grant(caller, "vread", res_type)
         with self.reader.connect() as conn:
@@ -775,6 +775,7 @@ class ResourceStore:
         self, conn: sa.Connection, caller: Caller, res_type: str, res_id: str, version: int | None = None
     ) -> tuple[Stored | None, FhirError | None]:
         """Read (or vread) inside a write transaction, seeing its earlier writes; 404/410 as read."""
+        _refuse_audit_trail_in_bundle(res_type)
         if version is None:
             stored = self._current(conn, res_type, res_id)
         else:
@@ -797,6 +798,7 @@ class ResourceStore:
         self, conn: sa.Connection, caller: Caller, res_type: str, params: list[tuple[str, str]], count: int
     ) -> tuple[list[Stored], FhirError | None]:
         """The first ``count`` matches of a search (in id order), inside a write transaction."""
+        _refuse_audit_trail_in_bundle(res_type)
         denied = self._authorize_in(conn, caller, Access("search", res_type))
         if denied is not None:
             return [], denied
@@ -824,6 +826,11 @@ class ResourceStore:
         return self._commit(
             lambda conn: (self._authorize_in(conn, caller, *accesses), None)
         )
+
+
+def _refuse_audit_trail_in_bundle(res_type: str) -> None:
+    if res_type == "AuditEvent":  # the trail is its own log, served by its own API
+        raise errors.bad_request("La bitácora (AuditEvent) se consulta en /fhir/AuditEvent, no dentro de un Bundle", code="not-supported")
 
 
 def _visible_of(grant):
@@ -866,7 +873,7 @@ def _etag_version(if_match: str) -> int:
     if value.startswith("W/"):
         value = value[2:]
     value = value.strip('"')
-    if not value.isdigit() or len(value) > 9:
+    if not (value.isascii() and value.isdigit()) or len(value) > 9:
         raise errors.bad_request(f"Encabezado If-Match inválido: '{if_match[:40]}' (se espera W/\"<versión>\")")
     return int(value)
 

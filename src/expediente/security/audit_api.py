@@ -8,7 +8,7 @@ read it all; a patient reads the entries about their own record, asking with
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import urlencode
 
 import sqlalchemy as sa
 from starlette.concurrency import run_in_threadpool
@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from expediente.api_common import caller_of, fhir_response
+from expediente.api_common import caller_of, fhir_response, search_form
 from expediente.db.schema import audit_log
 from expediente.fhir import errors
 from expediente.fhir.store import Caller
@@ -76,14 +76,7 @@ async def search(request: Request) -> Response:
 
 
 async def search_post(request: Request) -> Response:
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    raw = await request.body()
-    if raw and ctype != "application/x-www-form-urlencoded":
-        raise errors.FhirError.of(415, "POST _search espera parámetros application/x-www-form-urlencoded", "not-supported")
-    try:
-        form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True) if raw else []
-    except UnicodeDecodeError:
-        raise errors.bad_request("El cuerpo de POST _search no es UTF-8 válido") from None
+    form = await search_form(request)
     return await _answer_search(request, _params(request.query_params.multi_items() + form))
 
 

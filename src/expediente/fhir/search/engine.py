@@ -139,7 +139,7 @@ def _apply_control(spec: SearchSpec, name: str, base: str, value: str, max_count
     if base in _UNSUPPORTED_CONTROL:
         raise SearchError(f"Parámetro de búsqueda no soportado: '{name}'", "not-supported")
     if base == "_count":
-        if not value.isdigit() or len(value) > 6:
+        if not (value.isascii() and value.isdigit()) or len(value) > 6:
             raise SearchError(f"_count inválido: '{value[:20]}' (se espera un entero no negativo)")
         spec.count = min(int(value), max_count)
     elif base == "_sort":
