@@ -472,16 +472,21 @@ def _export_env(settings_overrides: dict) -> None:
             os.environ[ENV_PREFIX + key.upper()] = str(value)
 
 
-def _serve(settings: Settings) -> None:
-    from expediente.ops.logs import configure_logging, server_log_config
-
-    configure_logging(settings.log_level)
+def _aggregate_worker_metrics(settings: Settings) -> None:
+    """Metrics from every worker, aggregated at /metrics. Must run before anything imports
+    prometheus_client in this process: the workers are forked from it, and the client picks its
+    multiprocess mode once, at import."""
     if settings.workers > 1:
-        # Metrics from every worker, aggregated at /metrics.
         metrics_dir = settings.data_dir / "prometheus"
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
+
+
+def _serve(settings: Settings) -> None:
+    from expediente.ops.logs import configure_logging, server_log_config
+
+    configure_logging(settings.log_level)
     from granian import Granian
 
     from expediente.security.tls import granian_options
@@ -541,6 +546,7 @@ def serve(
     overrides = {"host": host, "port": port, "workers": workers, **_tls_overrides(tls_certificate, tls_key, tls_min_version, tls_client_ca)}
     _export_env(overrides)
     settings = _settings()
+    _aggregate_worker_metrics(settings)
     _check_protection(settings)
     _initialize(settings)
     _serve(settings)
@@ -624,6 +630,7 @@ def demo(
     """Initialize the embedded default, load a synthetic population once, and serve it."""
     _export_env({"port": port, "workers": workers, **_tls_overrides(tls_certificate, tls_key, tls_min_version, tls_client_ca)})
     settings = _settings()
+    _aggregate_worker_metrics(settings)
     _check_protection(settings)
     _initialize(settings)
     if _first_patient_id(settings) is None:
