@@ -13,8 +13,8 @@ the first surname, second surname and given name; 17. homoclave, assigned by REN
 apart: a digit for people born before 2000, a letter from 2000 on; 18. check digit.
 
 This module implements the published RENAPO algorithm (Instructivo Normativo para la Asignación de la
-CURP) closely enough to build and check synthetic CURPs. It answers only yes/no; full validation with
-reasons in Spanish is built on top of it elsewhere.
+CURP) closely enough to build and check synthetic CURPs. It answers only yes/no; ``mx/curp_reasons.py``
+says why a CURP is not valid, in Spanish.
 """
 
 from __future__ import annotations
