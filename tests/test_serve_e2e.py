@@ -43,6 +43,9 @@ def test_demo_serves_patients_to_token_holders_only(tmp_path: Path):
             f"{base}/auth/token", data={"grant_type": "password", "username": creds["username"], "password": creds["password"]}
         ).json()["access_token"]
         auth = {"Authorization": f"Bearer {token}"}
+        # The demo physician sees the patients they and their facility care for, not everyone.
+        seen = httpx.get(f"{base}/fhir/Patient?_summary=count", headers=auth).json()["total"]
+        assert 0 < seen <= 3
         bundle = httpx.get(f"{base}/fhir/Patient?_count=1", headers=auth).json()
         pid = bundle["entry"][0]["resource"]["id"]
         r = httpx.get(f"{base}/fhir/Patient/{pid}", headers=auth)

@@ -565,11 +565,20 @@ def _demo_credentials(settings: Settings) -> dict:
     }
     engine = _engine(settings)
     try:
-        # The demo physician is the synthetic practitioner who saw the most patients: the access
-        # policy shows a clinician the records of the patients they care for.
-        creds["user"]["practitioner"] = _busiest_practitioner(engine)
+        # The demo physician is the synthetic practitioner who saw the most patients, working at
+        # the facility that cares for the most: the access policy shows a clinician the records
+        # of the patients they or their institution care for.
+        practitioner = _busiest(engine, "Practitioner")
+        creds["user"]["practitioner"] = f"Practitioner/{practitioner}" if practitioner else None
+        creds["user"]["organization"] = _clues_of(engine, _busiest(engine, "Organization"))
         add_account(
-            engine, DEMO_USER, creds["user"]["password"], "physician", display_name="Dra. Demo", practitioner_ref=creds["user"]["practitioner"]
+            engine,
+            DEMO_USER,
+            creds["user"]["password"],
+            "physician",
+            display_name="Dra. Demo",
+            practitioner_ref=creds["user"]["practitioner"],
+            organization=creds["user"]["organization"],
         )
         add_account(engine, DEMO_CLIENT, creds["client"]["client_secret"], "system", kind="system")
     finally:
@@ -580,21 +589,36 @@ def _demo_credentials(settings: Settings) -> dict:
     return creds
 
 
-def _encounter_participants():
-    from expediente.db.schema import idx_reference as t
-
-    return t, [t.c.res_type == "Encounter", t.c.param == "participant", t.c.target_type == "Practitioner"]
-
-
-def _busiest_practitioner(engine) -> str | None:
+def _busiest(engine, actor_type: str) -> str | None:
+    """The practitioner or organization that cares for the most patients (``care_link``)."""
     import sqlalchemy as sa
 
-    t, where = _encounter_participants()
+    from expediente.db.schema import care_link as c
+
     with engine.connect() as conn:
-        found = conn.execute(
-            sa.select(t.c.target_id).where(*where).group_by(t.c.target_id).order_by(sa.func.count().desc(), t.c.target_id).limit(1)
+        return conn.execute(
+            sa.select(c.c.actor_id)
+            .where(c.c.actor_type == actor_type)
+            .group_by(c.c.actor_id)
+            .order_by(sa.func.count(sa.distinct(c.c.patient_key)).desc(), c.c.actor_id)
+            .limit(1)
         ).scalar()
-    return f"Practitioner/{found}" if found else None
+
+
+def _clues_of(engine, organization_id: str | None) -> str | None:
+    import sqlalchemy as sa
+
+    from expediente.db.schema import idx_token as t
+    from expediente.security.policy import CLUES_SYSTEM
+
+    if organization_id is None:
+        return None
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.select(t.c.code).where(
+                t.c.res_type == "Organization", t.c.res_id == organization_id, t.c.param == "identifier", t.c.system == CLUES_SYSTEM
+            )
+        ).scalar()
 
 
 def _first_patient_id(settings: Settings, practitioner: str | None = None) -> str | None:
@@ -607,9 +631,10 @@ def _first_patient_id(settings: Settings, practitioner: str | None = None) -> st
     try:
         with engine.connect() as conn:
             if practitioner:
-                t, where = _encounter_participants()
-                query = sa.select(t.c.patient_key).where(*where, t.c.target_id == practitioner.split("/", 1)[1])
-                return conn.execute(query.order_by(t.c.patient_key).limit(1)).scalar()
+                from expediente.db.schema import care_link as c
+
+                query = sa.select(c.c.patient_key).where(c.c.actor_type == "Practitioner", c.c.actor_id == practitioner.split("/", 1)[1])
+                return conn.execute(query.order_by(c.c.patient_key).limit(1)).scalar()
             return conn.execute(
                 sa.select(resource.c.res_id).where(resource.c.res_type == "Patient").order_by(resource.c.res_id).limit(1)
             ).scalar()

@@ -42,7 +42,8 @@ from expediente.fhir.search.extract import extract_index, patient_key
 from expediente.fhir.signature_lock import is_signature_provenance, refuse_change_if_signed
 from expediente.fhir.validation import ResourceInvalid, validate_resource
 from expediente.security import policy
-from expediente.security.access import CARE_OPENING_TYPES, Access, AccessGate
+from expediente.security.access import Access, AccessGate
+from expediente.security.care import CARE_TYPES
 from expediente.security.principal import Principal
 
 log = logging.getLogger(__name__)
@@ -863,7 +864,7 @@ def _entities(*groups: list[Stored]) -> tuple[str, ...]:
 
 def _care_references(res_type: str, index_rows: dict) -> tuple[tuple[str, str], ...]:
     """Whom a care-opening resource (Encounter, EpisodeOfCare...) links to the patient."""
-    if res_type not in CARE_OPENING_TYPES:
+    if res_type not in CARE_TYPES:
         return ()
     return tuple(sorted({(r["actor_type"], r["actor_id"]) for r in index_rows.get("care", ())}))
 

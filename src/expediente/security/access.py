@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import sqlalchemy as sa
 
@@ -28,9 +28,6 @@ from expediente.security.policy import READS, WRITES, RowRule  # noqa: F401 - re
 from expediente.security.principal import Principal
 
 BREAK_GLASS = "BTG"
-# Care relationships a clinician may open by writing them at their own institution or naming
-# themselves (admission, a new episode, joining a care team, a referral).
-CARE_OPENING_TYPES = CARE_TYPES
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +214,7 @@ class AccessGate:
             return access
         cond = rule.visible(sa.literal(access.res_type), sa.literal(access.res_id or ""), sa.literal(access.patient_key))
         visible = bool(conn.execute(sa.select(sa.case((cond, 1), else_=0))).scalar())
-        return access if visible else _replace(access, visible=False)
+        return access if visible else replace(access, visible=False)
 
     @staticmethod
     def _opens_care(conn: sa.Connection, rule: RowRule, access: Access) -> bool:
@@ -227,14 +224,9 @@ class AccessGate:
             return False
         if access.action == "create" and access.res_type == "Patient":
             return True
-        if access.action not in ("create", "update") or access.res_type not in CARE_OPENING_TYPES:
+        if access.action not in ("create", "update") or access.res_type not in CARE_TYPES:
             return False
-        if rule.practitioner_id and ("Practitioner", rule.practitioner_id) in access.references:
-            return True
-        orgs = {rid for rtype, rid in access.references if rtype == "Organization"}
-        if not (orgs and rule.clues):
-            return False
-        return bool(conn.execute(rule._org_ids().where(policy._org.c.res_id.in_(sorted(orgs))).limit(1)).first())
+        return rule.names_caller(conn, access.references)
 
     # ----------------------------------------------------------------- common
 
@@ -262,12 +254,6 @@ class AccessGate:
             entities=entities,
             purpose=decision.purpose,
         )
-
-
-def _replace(access: Access, **changes) -> Access:
-    from dataclasses import replace
-
-    return replace(access, **changes)
 
 
 def _error(decision: Decision, access: Access, *, write: bool = False) -> FhirError:

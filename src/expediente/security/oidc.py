@@ -21,7 +21,7 @@ import jwt
 from expediente.security.principal import ROLES, Principal
 from expediente.security.smart import role_scopes, within
 from expediente.security.scopes import parse_scope
-from expediente.security.tokens import LEEWAY_SECONDS, InvalidToken
+from expediente.security.tokens import InvalidToken, decode_claims
 
 ALGORITHMS = frozenset({"RS256", "ES256"})
 REQUIRED_CLAIMS = ["iss", "aud", "sub", "iat", "exp"]
@@ -164,18 +164,7 @@ class OidcVerifier:
         key = self.keys.key_for(header.get("kid"))
         if key.algorithm_name != algorithm:
             raise InvalidToken("el algoritmo no corresponde a la clave")
-        try:
-            claims = jwt.decode(
-                token,
-                key.key,
-                algorithms=[algorithm],
-                issuer=self.issuer,
-                audience=self.audience,
-                leeway=LEEWAY_SECONDS,
-                options={"require": REQUIRED_CLAIMS},
-            )
-        except jwt.PyJWTError as exc:
-            raise InvalidToken(str(exc)) from None
+        claims = decode_claims(token, key.key, [algorithm], issuer=self.issuer, audience=self.audience, required=REQUIRED_CLAIMS)
         return self.principal(claims), float(claims["exp"])
 
     def principal(self, claims: dict) -> Principal:

@@ -175,9 +175,21 @@ class RowRule:
         return sa.and_(sa.or_(patient_key.is_(None), self._in_care(patient_key)), consented)
 
     def _org_ids(self) -> sa.Select:
+        """The ids of the Organizations that carry the caller's CLUES."""
         return sa.select(_org.c.res_id).where(
             _org.c.res_type == "Organization", _org.c.param == "identifier", _org.c.code == self._bound("clues", self.clues), _org.c.system == CLUES_SYSTEM
         )
+
+    def names_caller(self, conn: sa.Connection, references: tuple[tuple[str, str], ...]) -> bool:
+        """Whether (actor type, actor id) ``references`` name this clinician or their institution
+        (a care relationship they are opening)."""
+        if self.practitioner_id and ("Practitioner", self.practitioner_id) in references:
+            return True
+        orgs = sorted({rid for rtype, rid in references if rtype == "Organization"})
+        if not (orgs and self.clues):
+            return False
+        query = self._org_ids().where(_org.c.res_id.in_(orgs)).limit(1)
+        return conn.execute(query).first() is not None
 
     def _in_care(self, patient_key: sa.ColumnElement) -> sa.ColumnElement[bool]:
         """A care relationship links this clinician, or their institution, to the patient

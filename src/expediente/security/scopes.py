@@ -9,6 +9,7 @@ ever narrow what the role allows; the access policy checks both.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -64,6 +65,12 @@ def parse_scope(text: str) -> Scope | None:
 
 
 def parse_scopes(text: str | tuple[str, ...] | list[str]) -> tuple[Scope, ...]:
+    return _parsed(text if isinstance(text, str) else tuple(text))
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed(text: str | tuple[str, ...]) -> tuple[Scope, ...]:
+    """Scopes parsed once per distinct grant: the policy asks several times per request."""
     items = text.split() if isinstance(text, str) else text
     return tuple(s for s in (parse_scope(i) for i in items) if s is not None)
 

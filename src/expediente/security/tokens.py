@@ -27,6 +27,23 @@ REQUIRED_CLAIMS = ["iss", "aud", "sub", "iat", "exp", "scope"]
 LEEWAY_SECONDS = 30  # clock differences between the server processes' hosts
 
 
+def decode_claims(token: str, key, algorithms: list[str], *, issuer: str, audience: str, required: list[str]) -> dict:
+    """The claims of a token signed with ``key`` by one of ``algorithms`` for this issuer and
+    audience, every ``required`` claim present; InvalidToken otherwise."""
+    try:
+        return jwt.decode(
+            token,
+            key,
+            algorithms=algorithms,
+            issuer=issuer,
+            audience=audience,
+            leeway=LEEWAY_SECONDS,
+            options={"require": required},
+        )
+    except jwt.PyJWTError as exc:
+        raise InvalidToken(str(exc)) from None
+
+
 class InvalidToken(Exception):
     pass
 
@@ -109,18 +126,7 @@ class TokenService:
         return principal
 
     def _verify_own(self, token: str) -> tuple[Principal, float]:
-        try:
-            claims = jwt.decode(
-                token,
-                self._key,
-                algorithms=OWN_ALGORITHMS,
-                issuer=self.issuer,
-                audience=self.audience,
-                leeway=LEEWAY_SECONDS,
-                options={"require": REQUIRED_CLAIMS},
-            )
-        except jwt.PyJWTError as exc:
-            raise InvalidToken(str(exc)) from None
+        claims = decode_claims(token, self._key, OWN_ALGORITHMS, issuer=self.issuer, audience=self.audience, required=REQUIRED_CLAIMS)
         scope = claims["scope"]
         if not isinstance(scope, str) or not isinstance(claims["sub"], str):
             raise InvalidToken("claims mal formados")

@@ -37,6 +37,7 @@ from typing import Any
 from expediente.db.schema import INDEX_TABLES
 from expediente.fhir.search.fhirpath import FHIRPathError, compile_expression, parse_reference, split_union
 from expediente.fhir.search.registry import choice_elements, compartment_params, params_for
+from expediente.security.care import CARE_TYPES, care_rows
 
 __all__ = [
     "extract_index",
@@ -636,16 +637,12 @@ def extract_index(resource: dict) -> dict[str, list[dict]]:
         directives = consent_rows(resource)
         if directives:
             result["consent"] = directives
-    elif res_type in _CARE_TYPES and "reference" in result:
-        from expediente.security.care import care_rows
-
+    elif res_type in CARE_TYPES and "reference" in result:
         links = care_rows(res_type, result["reference"])
         if links:
             result["care"] = links
     return result
 
-
-_CARE_TYPES = frozenset({"Encounter", "EpisodeOfCare", "CareTeam", "ServiceRequest"})
 
 
 # --------------------------------------------------------------------------------------------
