@@ -1,0 +1,31 @@
+"""Identifier systems, code systems and extension URLs of the Mexican record, in one place.
+
+OIDs are the registered ones (HL7 OID registry; DGIS for the cédula profesional). Where no
+registered system exists (IMSS NSS, temporary identifiers, local catalogs) Expediente uses
+URLs under its own namespace, ``http://expediente.mx/fhir/``.
+"""
+
+from __future__ import annotations
+
+# Identifiers
+CURP_SYSTEM = "urn:oid:2.16.840.1.113883.4.629"
+RFC_SYSTEM = "urn:oid:2.16.840.1.113883.4.630"
+CLUES_SYSTEM = "urn:oid:2.16.840.1.113883.4.631"
+CEDULA_SYSTEM = "urn:oid:2.16.840.1.113883.3.215.12.18"
+NSS_SYSTEM = "http://expediente.mx/fhir/sid/imss-nss"
+INSTITUTION_SYSTEM = "http://expediente.mx/fhir/sid/institucion"
+# A patient without a CURP (NOM-024 6.5.1: never invent one) gets a temporary identifier
+# scoped to the registering establishment: system TEMPORARY_ID_PREFIX + CLUES.
+TEMPORARY_ID_PREFIX = "http://expediente.mx/fhir/sid/temporal/"
+
+# Code systems
+CIE10_SYSTEM = "urn:oid:2.16.840.1.113883.6.3"
+CIE9MC_SYSTEM = "urn:oid:2.16.840.1.113883.6.104"
+RENAPO_STATE_SYSTEM = "http://expediente.mx/fhir/CodeSystem/entidad-renapo"
+DOCUMENT_TYPE_SYSTEM = "http://expediente.mx/fhir/CodeSystem/tipo-documento"
+
+# Extensions
+BIRTH_STATE_URL = "http://expediente.mx/fhir/StructureDefinition/entidad-nacimiento"
+BIRTH_PLACE_URL = "http://hl7.org/fhir/StructureDefinition/patient-birthPlace"
+FATHERS_FAMILY_URL = "http://hl7.org/fhir/StructureDefinition/humanname-fathers-family"
+MOTHERS_FAMILY_URL = "http://hl7.org/fhir/StructureDefinition/humanname-mothers-family"
