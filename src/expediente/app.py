@@ -22,6 +22,8 @@ from expediente.fhir import signature_api
 from expediente.fhir.errors import FhirError
 from expediente.db.statistics import StatisticsRefresher
 from expediente.fhir.store import ResourceStore
+from expediente.mpi import link_api
+from expediente.mpi.linking import Linker
 from expediente.ops import metrics
 from expediente.ops.middleware import Authenticate, BodyLimit, Observe
 from expediente.ops.protection import AddressRateLimit, Cors, PrincipalRateLimit, RateLimits, SecurityHeaders, cors_origins, uses_https
@@ -45,6 +47,7 @@ class Services:
     gate: AccessGate
     store: ResourceStore
     tokens: TokenService
+    linker: Linker
     statistics: StatisticsRefresher | None = None
 
     @classmethod
@@ -53,14 +56,19 @@ class Services:
         reader = make_read_engine(settings, engine)
         audit = AuditWriter(engine)
         gate = AccessGate(audit)
+        store = ResourceStore(engine, gate, reader)
+        # The master patient index links each new registration to the person's other records.
+        linker = Linker(store, base=settings.public_base + "/fhir")
+        store.patient_listeners.append(linker.patients_written)
         return cls(
             settings=settings,
             engine=engine,
             reader=reader,
             audit=audit,
             gate=gate,
-            store=ResourceStore(engine, gate, reader),
+            store=store,
             tokens=TokenService.from_settings(settings),
+            linker=linker,
             statistics=StatisticsRefresher(engine) if settings.is_sqlite else None,
         )
 
@@ -125,6 +133,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             *auth_api.routes,
             *signature_api.routes,
             *audit_api.routes,  # before the generic /fhir/{type} routes
+            *link_api.routes,
             *fhir_api.routes,
         ],
         exception_handlers={FhirError: _fhir_error, HTTPException: _http_error, Exception: _unexpected},

@@ -180,6 +180,17 @@ care_link = _index_table(
 )
 sa.Index("ix_care_link_actor", care_link.c.actor_id, care_link.c.actor_type, care_link.c.patient_key)
 
+# Records of the same person (master patient index), derived like index rows from each
+# Patient's ``link`` (written by the MPI's link and merge operations, always in both records):
+# "this record and ``linked_key`` are one person". The access policy and $everything follow
+# it, so a physician caring for the ISSSTE record sees what IMSS recorded.
+person_link = _index_table(
+    "person_link",
+    sa.Column("linked_key", ID, nullable=False),
+    sa.Column("link_type", sa.String(16), nullable=False),
+)
+sa.Index("ix_person_link_patient", person_link.c.patient_key, person_link.c.linked_key)
+
 INDEX_TABLES: dict[str, sa.Table] = {
     "token": idx_token,
     "string": idx_string,
@@ -191,6 +202,7 @@ INDEX_TABLES: dict[str, sa.Table] = {
     "composite": idx_composite,
     "consent": consent_directive,
     "care": care_link,
+    "person": person_link,
 }
 
 # Resource types whose index rows are being (re)computed, e.g. after the search parameters
@@ -289,4 +301,24 @@ audit_chain_head = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("last_seq", sa.BigInteger, nullable=False),
     sa.Column("last_hash", sa.String(64), nullable=False),
+)
+
+
+# Candidate pairs the MPI could not decide alone (grade probable or possible), for a person
+# to link or reject; a rejected pair is remembered so the matcher never proposes it again.
+mpi_review = sa.Table(
+    "mpi_review",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("patient_a", ID, nullable=False),  # the smaller id of the pair
+    sa.Column("patient_b", ID, nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("grade", sa.String(16), nullable=False),
+    sa.Column("reasons", sa.Text, nullable=False),  # JSON list of Spanish reasons
+    sa.Column("status", sa.String(16), nullable=False),  # pending | linked | rejected
+    sa.Column("created", TS, nullable=False),
+    sa.Column("decided", TS, nullable=True),
+    sa.Column("decided_by", sa.String(128), nullable=True),
+    sa.UniqueConstraint("patient_a", "patient_b"),
+    sa.Index(None, "status", "score"),
 )

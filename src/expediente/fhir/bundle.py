@@ -737,7 +737,7 @@ def _execute(
         return _Run(view, caller, conn, links, conditions).run(groups), None
 
     try:
-        return view._commit(job)
+        return view._commit(job, caller)
     except _EntryFailed as failed:
         raise at_entry(failed.index, failed.error) from None
     except _Denied as denied:

@@ -12,7 +12,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -41,6 +41,7 @@ from expediente.fhir.search.engine import (
 from expediente.fhir.search.extract import extract_index, patient_key
 from expediente.fhir.signature_lock import is_signature_provenance, refuse_change_if_signed
 from expediente.fhir.validation import ResourceInvalid, validate_resource
+from expediente.mpi.person import person_records
 from expediente.security import policy
 from expediente.security.access import Access, AccessGate
 from expediente.security.care import CARE_TYPES
@@ -231,14 +232,19 @@ def _search_error(exc: SearchError) -> FhirError:
     return FhirError.of(400, exc.message, "not-supported" if exc.code == "not-supported" else "invalid")
 
 
-def _decode_everything_cursor(cursor: str) -> str:
+def _encode_everything_cursor(last: Stored) -> str:
+    return base64.urlsafe_b64encode(f"{last.patient_key}/{last.res_id}".encode()).decode()
+
+
+def _decode_everything_cursor(cursor: str) -> tuple[str, str]:
+    """(patient key, resource id) of the last row of the previous page."""
     try:
-        value = base64.urlsafe_b64decode(cursor.encode()).decode()
+        key, _, res_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("/")
     except Exception:  # noqa: BLE001
-        value = ""
-    if not ID_RE.match(value):
+        key = res_id = ""
+    if not (ID_RE.match(key) and ID_RE.match(res_id)):
         raise errors.bad_request("Cursor de página inválido; vuelva a pedir la primera página")
-    return value
+    return key, res_id
 
 
 def _parse_conditional(res_type: str, query: str) -> list[tuple[str, str]]:
@@ -257,6 +263,9 @@ class ResourceStore:
         self._pg = engine.dialect.name == "postgresql"
         self._reindex_checked = float("-inf")
         self._reindex_cache: dict[str, str] = {}
+        # Called after a commit that created or changed Patients, with the caller and them
+        # (the master patient index matches and links new registrations).
+        self.patient_listeners: list[Callable[[Caller, list[Stored]], None]] = []
 
     def close(self) -> None:
         self._committer.close()
@@ -452,8 +461,10 @@ class ResourceStore:
         cursor: str | None = None,
         include_max: int = 1000,
     ) -> tuple[list[Stored], list[Stored], str | None, bool]:
-        """Patient/$everything, one page: the patient's compartment in id order, plus the
-        resources outside it that the page refers to (practitioners, organizations...)."""
+        """Patient/$everything, one page: the compartments of the patient and of the person's
+        other records (MPI links: IMSS's, ISSSTE's...), each resource attributed to its own
+        record, in (record, id) order; plus the resources outside them that the page refers
+        to (practitioners, organizations...)."""
         check_id(patient_id)
         for t in types or ():
             check_type(t)
@@ -461,11 +472,12 @@ class ResourceStore:
         visible = _visible_of(grant)
         with self.reader.connect() as conn:
             patient, seen = _fetch_visible(conn, grant, _CURRENT, resource, {"t": "Patient", "i": patient_id})
+            records = [patient_id, *person_records(conn, patient_id)]
         access = Access("everything", "Patient", patient_id, patient_id if patient else None, seen)
         if not seen or patient is None or patient.deleted:
             self.gate.record(grant, access, source=caller.source)
             raise errors.not_found("Patient", patient_id)
-        query = sa.select(*_COLS).where(resource.c.patient_key == patient_id, resource.c.deleted == sa.false())
+        query = sa.select(*_COLS).where(resource.c.patient_key.in_(records), resource.c.deleted == sa.false())
         if visible is not None:  # consent may hide labelled parts of the record
             query = query.where(visible(resource.c.res_type, resource.c.res_id, resource.c.patient_key))
         readable = policy.readable_types(caller.principal, "everything")
@@ -475,7 +487,8 @@ class ResourceStore:
         if since is not None:
             query = query.where(resource.c.last_updated >= since)
         if cursor:
-            query = query.where(resource.c.res_id > _decode_everything_cursor(cursor))
+            key, after = _decode_everything_cursor(cursor)
+            query = query.where(sa.tuple_(resource.c.patient_key, resource.c.res_id) > sa.tuple_(key, after))
         query = query.order_by(resource.c.patient_key, resource.c.res_id).limit(count + 1)
         with self.reader.connect() as conn:
             rows = [Stored(*r) for r in conn.execute(query)]
@@ -486,7 +499,7 @@ class ResourceStore:
             )
         outside = [Stored(*r) for r in outside if r[0] in wanted]
         self.gate.record(grant, access, source=caller.source, entities=_entities(rows, outside))
-        next_cursor = base64.urlsafe_b64encode(rows[-1].res_id.encode()).decode() if more else None
+        next_cursor = _encode_everything_cursor(rows[-1]) if more else None
         return rows, outside, next_cursor, truncated
 
     def find(self, res_type: str, params: list[tuple[str, str]], conn: sa.Connection, limit: int = 2) -> list[str]:
@@ -516,7 +529,7 @@ class ResourceStore:
         prepared = _prepare(body, res_id)
         conditions = _parse_conditional(res_type, if_none_exist) if if_none_exist is not None else None
 
-        return self._commit(lambda conn: self._create_in(conn, caller, res_type, res_id, prepared, if_none_exist, conditions))
+        return self._commit(lambda conn: self._create_in(conn, caller, res_type, res_id, prepared, if_none_exist, conditions), caller)
 
     def update(
         self, caller: Caller, res_type: str, res_id: str, body: dict, *, if_match: str | None = None
@@ -530,7 +543,7 @@ class ResourceStore:
             )
         expected = _etag_version(if_match) if if_match is not None else None
         prepared = _prepare(body, res_id)
-        return self._commit(lambda conn: self._update_in(conn, caller, res_type, res_id, prepared, expected))
+        return self._commit(lambda conn: self._update_in(conn, caller, res_type, res_id, prepared, expected), caller)
 
     def conditional_update(
         self, caller: Caller, res_type: str, query: str, body: dict, *, if_match: str | None = None
@@ -555,7 +568,7 @@ class ResourceStore:
             res_id = new_id()
             return self._put_version(conn, caller, res_type, res_id, _prepare(body, res_id), None, "PUT", "create")
 
-        return self._commit(job)
+        return self._commit(job, caller)
 
     def delete(self, caller: Caller, res_type: str, res_id: str) -> Stored | None:
         """Logical delete: a new, empty version; history stays readable. None if nothing to delete."""
@@ -582,9 +595,10 @@ class ResourceStore:
 
     # --------------------------------------------------------------- internals
 
-    def _commit(self, job):
+    def _commit(self, job, caller: Caller | None = None):
         """Run a write job in a committed (group) transaction; raise its denial after the commit,
-        which then holds the denied audit entry and no change."""
+        which then holds the denied audit entry and no change. With ``caller``, tell the patient
+        listeners about the Patients the job created or changed."""
         try:
             result, denied = self._committer.run(job)
         except sa.exc.DBAPIError:
@@ -592,7 +606,20 @@ class ResourceStore:
             raise FhirError.of(503, "El almacenamiento no está disponible; no se guardó nada, intente de nuevo", "transient") from None
         if denied is not None:
             raise denied
+        if caller is not None and self.patient_listeners:
+            self._tell_patient_listeners(caller, result)
         return result
+
+    def _tell_patient_listeners(self, caller: Caller, result) -> None:
+        outcomes = result.values() if isinstance(result, dict) else (result,)
+        patients = [
+            r.stored for r in outcomes if isinstance(r, WriteResult) and r.changed and r.stored.res_type == "Patient"
+        ]
+        for listener in self.patient_listeners if patients else ():
+            try:
+                listener(caller, patients)
+            except Exception:  # noqa: BLE001 - the write is committed; the listener can be rerun
+                log.exception("patient listener failed after commit")
 
     def _lock_condition(self, conn: sa.Connection, res_type: str, query: str) -> None:
         """Serialize conditional writes with the same condition (SQLite already serializes writers)."""

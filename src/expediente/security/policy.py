@@ -21,6 +21,9 @@ Row rules by role:
 - break-the-glass: a clinician who states an emergency reason sees the record regardless of
   relationship and consent; the access is allowed, flagged (purpose BTG) and listed for review.
 - patient: only their own compartment, plus the directory (practitioners, organizations...).
+- one person, several records: a care relationship with any record of a person (the master
+  patient index links IMSS's, ISSSTE's and IMSS-Bienestar's records, ``person_link``) opens
+  all of them; a patient sees all their records. Each record keeps its own consents.
 - system (an institution's OAuth2 client, SMART backend services): every patient, minus the
   consents that deny its institution.
 """
@@ -33,7 +36,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from expediente.db.schema import care_link, consent_directive, idx_token
+from expediente.db.schema import care_link, consent_directive, idx_token, person_link
 from expediente.fhir.resource_types import SERVED
 from expediente.ops.metrics import POLICY_SECONDS
 from expediente.security.principal import Principal
@@ -117,6 +120,7 @@ def readable_types(principal: Principal, action: str = "search") -> frozenset[st
 # Row rules
 
 _care = care_link.alias("policy_care")
+_person = person_link.alias("policy_person")
 _org = idx_token.alias("policy_org")
 _label = idx_token.alias("policy_label")
 _deny = consent_directive.alias("policy_deny")
@@ -167,7 +171,9 @@ class RowRule:
         if self.kind == "all":
             return None
         if self.kind == "own":
-            mine = patient_key == self._bound("patient", self.patient_id)
+            own = self._bound("patient", self.patient_id)
+            # The patient's other records (other institutions'), through the MPI's links.
+            mine = sa.or_(patient_key == own, patient_key.in_(sa.select(_person.c.linked_key).where(_person.c.patient_key == own)))
             return sa.or_(mine, sa.and_(patient_key.is_(None), res_type.in_(sorted(DIRECTORY))))
         consented = self._consented(res_type, res_id, patient_key)
         if self.kind == "institution":
@@ -192,26 +198,26 @@ class RowRule:
         return conn.execute(query).first() is not None
 
     def _in_care(self, patient_key: sa.ColumnElement) -> sa.ColumnElement[bool]:
-        """A care relationship links this clinician, or their institution, to the patient
-        (``care_link``: one index seek per actor kind)."""
-        probes = []
+        """A care relationship links this clinician, or their institution, to the patient or to
+        another record of the same person (MPI links): a physician caring for the ISSSTE record
+        sees what IMSS recorded. One index seek per actor kind, plus one per linked record."""
+        actors = []
         if self.practitioner_id:
-            probes.append(
-                sa.select(sa.literal(1))
-                .where(
-                    _care.c.actor_id == self._bound("practitioner", self.practitioner_id),
-                    _care.c.actor_type == "Practitioner",
-                    _care.c.patient_key == patient_key,
-                )
-                .exists()
+            actors.append(
+                lambda care: sa.and_(care.c.actor_id == self._bound("practitioner", self.practitioner_id), care.c.actor_type == "Practitioner")
             )
         if self.clues:
-            probes.append(
-                sa.select(sa.literal(1))
-                .where(_care.c.actor_id.in_(self._org_ids()), _care.c.actor_type == "Organization", _care.c.patient_key == patient_key)
-                .exists()
-            )
-        return sa.or_(*probes) if probes else sa.false()
+            actors.append(lambda care: sa.and_(care.c.actor_id.in_(self._org_ids()), care.c.actor_type == "Organization"))
+        if not actors:
+            return sa.false()
+        direct = [sa.select(sa.literal(1)).where(actor(_care), _care.c.patient_key == patient_key).exists() for actor in actors]
+        through_links = (
+            sa.select(sa.literal(1))
+            .select_from(_person.join(_care, _care.c.patient_key == _person.c.linked_key))
+            .where(_person.c.patient_key == patient_key, sa.or_(*(actor(_care) for actor in actors)))
+            .exists()
+        )
+        return sa.or_(*direct, through_links)
 
     def _actor(self, d) -> sa.ColumnElement[bool]:
         """A consent directive that names this caller (or everyone)."""

@@ -37,6 +37,7 @@ from typing import Any
 from expediente.db.schema import INDEX_TABLES
 from expediente.fhir.search.fhirpath import FHIRPathError, compile_expression, parse_reference, split_union
 from expediente.fhir.search.registry import choice_elements, compartment_params, params_for
+from expediente.mpi.person import person_rows
 from expediente.security.care import CARE_TYPES, care_rows
 
 __all__ = [
@@ -630,13 +631,18 @@ def extract_index(resource: dict) -> dict[str, list[dict]]:
         if rows:
             keys = _ROW_KEYS[kind]
             result[kind] = [dict(zip(keys, row)) for row in rows]
-    # The access policy's own rows, kept like an index: consent rules and care relationships.
+    # The access policy's own rows, kept like an index: consent rules, care relationships and
+    # the records of one person (MPI links).
     if res_type == "Consent":
         from expediente.security.consent import consent_rows
 
         directives = consent_rows(resource)
         if directives:
             result["consent"] = directives
+    elif res_type == "Patient":
+        linked = person_rows(resource)
+        if linked:
+            result["person"] = linked
     elif res_type in CARE_TYPES and "reference" in result:
         links = care_rows(res_type, result["reference"])
         if links:

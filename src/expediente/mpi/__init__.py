@@ -1,0 +1,1 @@
+"""The master patient index: which Patient records, across institutions, are one person."""
