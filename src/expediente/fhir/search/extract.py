@@ -641,6 +641,11 @@ def extract_index(resource: dict) -> dict[str, list[dict]]:
         links = care_rows(res_type, result["reference"])
         if links:
             result["care"] = links
+    elif res_type == "Patient":
+        # The master patient index's features and blocking keys (mpi/index.py).
+        from expediente.mpi.index import mpi_rows
+
+        result.update(mpi_rows(resource))
     return result
 
 
