@@ -59,7 +59,8 @@ class Services:
         store = ResourceStore(engine, gate, reader)
         # The master patient index links each new registration to the person's other records.
         linker = Linker(store, base=settings.public_base + "/fhir")
-        store.patient_listeners.append(linker.patients_written)
+        if settings.mpi_autolink:
+            store.patient_listeners.append(linker.patients_written)
         return cls(
             settings=settings,
             engine=engine,

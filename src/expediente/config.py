@@ -60,6 +60,11 @@ class Settings:
     # beyond it the page says so and links to the rest.
     include_max: int = 1000
     log_level: str = "info"
+    # Master patient index: link each new or changed registration to the person's other
+    # records when the match is certain (the rest go to the review list). Off: matching only
+    # on request ($match, the review list stays empty), e.g. while loading a legacy archive
+    # that `expediente mpi dedupe` reconciles afterwards.
+    mpi_autolink: bool = True
     # Transport and storage protection (docs/security.md, "Protection in transit and at rest").
     # HTTPS: a PEM certificate chain and its PEM private key (PKCS#8); both empty: plain HTTP.
     tls_certificate: str = ""

@@ -191,6 +191,28 @@ person_link = _index_table(
 )
 sa.Index("ix_person_link_patient", person_link.c.patient_key, person_link.c.linked_key)
 
+# Master patient index (mpi/index.py), derived from each Patient like index rows (same
+# transaction, rebuilt by reindex): ``mpi_person`` holds the normalized identity features (one
+# row per current Patient, ``param`` "person"), ``mpi_key`` its blocking keys ("kind:value",
+# ``param`` the kind), so $match finds its candidates with a few index seeks.
+mpi_person = _index_table(
+    "mpi_person",
+    sa.Column("curp", sa.String(18), nullable=True),
+    sa.Column("curp_other", sa.String(40), nullable=True),
+    sa.Column("first_surname", sa.String(120), nullable=False),
+    sa.Column("second_surname", sa.String(120), nullable=False),
+    sa.Column("given", sa.String(200), nullable=False),
+    sa.Column("sex", sa.String(8), nullable=True),
+    sa.Column("birth_date", sa.String(10), nullable=True),
+    sa.Column("birth_state", sa.String(2), nullable=True),
+    sa.Column("identifiers", sa.Text, nullable=True),  # "system|value" lines
+)
+mpi_key = _index_table(
+    "mpi_key",
+    sa.Column("key", sa.String(200), nullable=False),
+)
+sa.Index("ix_mpi_key_lookup", mpi_key.c.key, mpi_key.c.res_id)
+
 INDEX_TABLES: dict[str, sa.Table] = {
     "token": idx_token,
     "string": idx_string,
@@ -203,6 +225,8 @@ INDEX_TABLES: dict[str, sa.Table] = {
     "consent": consent_directive,
     "care": care_link,
     "person": person_link,
+    "mpi_person": mpi_person,
+    "mpi_key": mpi_key,
 }
 
 # Resource types whose index rows are being (re)computed, e.g. after the search parameters

@@ -640,6 +640,10 @@ def extract_index(resource: dict) -> dict[str, list[dict]]:
         if directives:
             result["consent"] = directives
     elif res_type == "Patient":
+        # The master patient index: features and blocking keys, and links to the same person.
+        from expediente.mpi.index import mpi_rows  # it normalizes text with this module
+
+        result.update(mpi_rows(resource))
         linked = person_rows(resource)
         if linked:
             result["person"] = linked

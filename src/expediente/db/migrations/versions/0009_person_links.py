@@ -1,7 +1,7 @@
 """master patient index: person links and the review list
 
 Revision ID: 0009_person_links
-Revises: 0005
+Revises: 0008_mpi_index
 Create Date: 2026-12-01 23:30:00
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = '0009_person_links'
-down_revision = '0005'
+down_revision = '0008_mpi_index'
 branch_labels = None
 depends_on = None
 
