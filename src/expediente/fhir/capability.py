@@ -38,7 +38,14 @@ def _search_capability(res_type: str) -> dict:
         "searchParam": [{"name": code, "type": sp.type} for code, sp in sorted(params.items()) if sp.type != "special"],
     }
     if res_type == "Patient":
-        out["operation"] = [{"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}]
+        out["operation"] = [
+            {"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"},
+            # Master patient index: one person across institutions (docs/mpi.md).
+            {"name": "link", "definition": "$link"},
+            {"name": "unlink", "definition": "$unlink"},
+            {"name": "merge", "definition": "$merge"},
+            {"name": "review", "definition": "$review"},
+        ]
     if res_type in ("Composition", "DocumentReference"):
         out["operation"] = [{"name": "sign", "definition": "$sign"}, {"name": "verify-signature", "definition": "$verify-signature"}]
     return out
