@@ -52,12 +52,14 @@ async def _params(request: Request, allowed: frozenset[str]) -> dict:
     return params
 
 
-def _query(params: dict, system_param: str = "system") -> term.CodeQuery:
+def _query(params: dict, system_param: str = "system", prefer: str | None = None) -> term.CodeQuery:
+    """The code asked about; of a CodeableConcept, its coding of system ``prefer`` (the value
+    set's), else of the system parameter, else the first."""
     coding = params.get("coding")
     concept = params.get("codeableConcept")
     if isinstance(concept, dict):
         codings = [c for c in concept.get("coding", []) if isinstance(c, dict)]
-        wanted = params.get(system_param)
+        wanted = prefer or params.get(system_param)
         coding = next((c for c in codings if c.get("system") == wanted), codings[0] if codings else None)
     if coding is not None:
         if not isinstance(coding, dict):
@@ -111,7 +113,7 @@ async def code_system_validate(request: Request) -> Response:
     cache = _cache(request)
     if "id" in request.path_params:
         catalog = await run_in_threadpool(term.by_id, cache, "CodeSystem", request.path_params["id"])
-        query = _query(params, "url")
+        query = _query(params, "url", prefer=catalog.info.url)
         if query.version and query.version != catalog.info.version:
             catalog = await run_in_threadpool(term.by_url, cache, catalog.info.url, query.version)
     else:
@@ -141,7 +143,7 @@ async def _value_set(request: Request, params: dict):
 async def value_set_validate(request: Request) -> Response:
     params = await _params(request, _VS_VALIDATE)
     catalog = await _value_set(request, params)
-    query = _query(params)
+    query = _query(params, prefer=catalog.info.url)
     if query.system and query.system != catalog.info.url:
         return fhir_response(term.validation_result(False, f"El sistema '{query.system[:200]}' no pertenece al ValueSet {term.value_set_url(catalog.info)}"))
     if query.version and query.version != catalog.info.version:
