@@ -311,3 +311,41 @@ def test_limits_agree_with_an_oracle(sex_limit, low, high, sex, age):
     assert (problem is not None) == _oracle(concept, sex, age)
     if problem:
         assert problem.startswith("El diagnóstico A00.0 (cólera) solo aplica a ")
+
+
+# ------------------------------------------------------------------------------ command line
+
+
+def test_catalog_load_and_list_commands(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from expediente.cli import app
+
+    monkeypatch.setenv("EXPEDIENTE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("EXPEDIENTE_DATABASE_URL", raising=False)
+    monkeypatch.setenv("EXPEDIENTE_CONFIG", str(tmp_path / "none.toml"))
+    run = CliRunner().invoke
+
+    listed = run(app, ["catalog", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert "cie10\turn:oid:2.16.840.1.113883.6.3\texpediente-2026.12\t136\tsubconjunto\tincluido" in listed.stdout
+
+    bad = run(app, ["catalog", "load", "cie10", str(DATA / "dgis_cie10_bad.csv"), "--version", "2024"])
+    assert bad.exit_code == 2 and "Línea 15: LSUP de J00" in " ".join(bad.output.split())
+    assert "\t136\tsubconjunto\tincluido" in run(app, ["catalog", "list"]).stdout  # unchanged
+
+    good = run(app, ["catalog", "load", "cie10", str(DATA / "dgis_cie10.csv"), "--version", "2024"])
+    assert good.exit_code == 0 and "cie10: 33 conceptos, versión 2024, completo" in good.stdout
+    assert "cie10\turn:oid:2.16.840.1.113883.6.3\t2024\t33\tcompleto\tcargado" in run(app, ["catalog", "list"]).stdout
+
+    generic = tmp_path / "tipo-sangre.csv"
+    generic.write_text("CLAVE,DESCRIPCION\nO+,O positivo\nO-,O negativo\n", encoding="utf-8")
+    args = ["catalog", "load", "generic", str(generic), "--system", "http://hospital.example/fhir/CodeSystem/sangre", "--name", "TipoSangre"]
+    loaded = run(app, args)
+    assert loaded.exit_code == 0 and "tiposangre: 2 conceptos" in loaded.stdout, loaded.output
+    missing = run(app, ["catalog", "load", "generic", str(generic)])
+    assert missing.exit_code == 2 and "necesita --system" in " ".join(missing.output.split())
+    clash = run(app, ["catalog", "load", "generic", str(generic), "--system", CIE10_SYSTEM, "--name", "otro"])
+    assert clash.exit_code == 2 and "ya es del catálogo 'cie10'" in " ".join(clash.output.split())
+    unknown = run(app, ["catalog", "load", "snomed", str(generic)])
+    assert unknown.exit_code == 2 and "Tipo de catálogo desconocido" in " ".join(unknown.output.split())
