@@ -249,19 +249,19 @@ def validation_result(ok: bool, message: str | None, display: str | None = None)
     return {"resourceType": "Parameters", "parameter": params}
 
 
-_TEXTS: dict[tuple[str, int], list[tuple[str, Concept]]] = {}
+_TEXTS: dict[tuple[str, int], list[tuple[tuple[str, ...], Concept]]] = {}
 _TEXTS_LOCK = threading.Lock()
 
 
-def _searchable(catalog: Catalog) -> list[tuple[str, Concept]]:
-    """(normalized "code display", concept) of every concept, computed once per revision."""
+def _searchable(catalog: Catalog) -> list[tuple[tuple[str, ...], Concept]]:
+    """(normalized words of "code display", concept) of every concept, once per revision."""
     key = (catalog.info.id, catalog.info.revision)
     with _TEXTS_LOCK:
         texts = _TEXTS.get(key)
         if texts is None:
             for old in [k for k in _TEXTS if k[0] == key[0]]:
                 del _TEXTS[old]
-            texts = _TEXTS[key] = [(normalize_text(f"{c.code} {c.display}"), c) for c in catalog.concepts.values()]
+            texts = _TEXTS[key] = [(tuple(normalize_text(f"{c.code} {c.display}").split()), c) for c in catalog.concepts.values()]
         return texts
 
 
@@ -274,7 +274,7 @@ def expand(catalog: Catalog, text_filter: str | None, count: int | None, offset:
     if offset < 0:
         raise bad_request("'offset' no puede ser negativo", expression="offset")
     words = normalize_text(text_filter or "").split()
-    matches = [c for text, c in _searchable(catalog) if _matches(text.split(), words)] if words else list(catalog.concepts.values())
+    matches = [c for text, c in _searchable(catalog) if _matches(text, words)] if words else list(catalog.concepts.values())
     info = catalog.info
     parameters: list[dict] = [{"name": "count", "valueInteger": count}, {"name": "offset", "valueInteger": offset}]
     if text_filter:
@@ -294,5 +294,5 @@ def expand(catalog: Catalog, text_filter: str | None, count: int | None, offset:
     return out
 
 
-def _matches(text_words: list[str], wanted: list[str]) -> bool:
+def _matches(text_words: tuple[str, ...], wanted: list[str]) -> bool:
     return all(any(t.startswith(w) for t in text_words) for w in wanted)
