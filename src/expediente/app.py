@@ -18,7 +18,7 @@ from expediente.api_common import error_response, outcome_response
 from expediente.config import Settings, load_settings
 from expediente.db.engine import make_engine, make_read_engine
 from expediente.fhir import api as fhir_api
-from expediente.fhir import signature_api
+from expediente.fhir import signature_api, terminology_api
 from expediente.fhir.errors import FhirError
 from expediente.db.statistics import StatisticsRefresher
 from expediente.fhir.store import ResourceStore
@@ -135,6 +135,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             *signature_api.routes,
             *audit_api.routes,  # before the generic /fhir/{type} routes
             *link_api.routes,
+            *terminology_api.routes,  # CodeSystem, ValueSet and their operations
             *fhir_api.routes,
         ],
         exception_handlers={FhirError: _fhir_error, HTTPException: _http_error, Exception: _unexpected},

@@ -811,5 +811,55 @@ def audit_break_glass(
     _audit_table([("purpose", "BTG"), *_since_param(since), ("_count", str(limit))], None, "Accesos de emergencia (romper el cristal)")
 
 
+# ------------------------------------------------------------------------------------- catalog
+
+catalog_app = typer.Typer(help="Catálogos (CIE-10, CIE-9-MC, entidades, derechohabiencia): cargar los archivos oficiales de la DGIS.", no_args_is_help=True)
+app.add_typer(catalog_app, name="catalog")
+
+
+@catalog_app.command("load")
+def catalog_load(
+    kind: Annotated[str, typer.Argument(help="cie10, cie9mc o generic")],
+    file: Annotated[Path, typer.Argument(help="Archivo CSV del catálogo (formato de la DGIS)", exists=True, dir_okay=False)],
+    version: Annotated[str | None, typer.Option(help="Versión del catálogo (p. ej. 2024)")] = None,
+    system: Annotated[str | None, typer.Option(help="generic: URL canónica del sistema de códigos")] = None,
+    name: Annotated[str | None, typer.Option(help="generic: nombre (y id) del catálogo")] = None,
+    title: Annotated[str | None, typer.Option(help="generic: título en español")] = None,
+) -> None:
+    """Replace a catalog with an official file, in one transaction (a bad file changes nothing)."""
+    from expediente.mx.catalog_files import CatalogFileError
+    from expediente.mx.catalogs import generic_definition, load_file
+
+    settings = _settings()
+    _initialize(settings)
+    engine = _engine(settings)
+    try:
+        definition = generic_definition(system or "", name or "", title) if kind == "generic" else None
+        info = load_file(engine, kind, file.read_bytes(), version=version, definition=definition)
+    except CatalogFileError as exc:
+        console.print(f"[red]No se cargó el catálogo:[/red] {exc}")
+        raise typer.Exit(2) from None
+    finally:
+        engine.dispose()
+    typer.echo(f"{info.id}: {info.concept_count} conceptos, versión {info.version or '-'}, completo ({info.url})")
+
+
+@catalog_app.command("list")
+def catalog_list() -> None:
+    """The catalogs in the database: id, URL, version, concepts, complete or subset, origin."""
+    from expediente.mx.catalog_store import list_systems
+
+    settings = _settings()
+    _initialize(settings)
+    engine = _engine(settings)
+    try:
+        for s in list_systems(engine):
+            content = "completo" if s.complete else "subconjunto"
+            origin = "incluido" if s.origin == "shipped" else "cargado"
+            typer.echo(f"{s.id}\t{s.url}\t{s.version or '-'}\t{s.concept_count}\t{content}\t{origin}\t{s.loaded.isoformat(timespec='seconds')}")
+    finally:
+        engine.dispose()
+
+
 if __name__ == "__main__":
     app()

@@ -25,6 +25,10 @@ def _config(connection: sa.Connection | None = None) -> Config:
 def upgrade(engine: sa.Engine, revision: str = "head") -> None:
     with write_transaction(engine) as conn:
         command.upgrade(_config(conn), revision)
+        if revision == "head":  # the shipped catalogs need the current schema
+            from expediente.mx.catalogs import seed_shipped
+
+            seed_shipped(conn)
 
 
 def current_revision(engine: sa.Engine) -> str | None:

@@ -346,3 +346,34 @@ mpi_review = sa.Table(
     sa.UniqueConstraint("patient_a", "patient_b"),
     sa.Index(None, "status", "score"),
 )
+
+# Terminology (not patient data; reference tables when sharded): the code systems the server
+# knows and their concepts. Shipped catalogs are seeded at `db upgrade`; official DGIS files
+# replace them with `expediente catalog load` (expediente/mx/catalog_store.py).
+code_system = sa.Table(
+    "code_system",
+    metadata,
+    sa.Column("id", ID, primary_key=True),  # FHIR id of the CodeSystem (and of its all-codes ValueSet)
+    sa.Column("url", sa.String(255), nullable=False, unique=True),
+    sa.Column("name", sa.String(64), nullable=False),  # computable name
+    sa.Column("title", sa.String(255), nullable=False),  # Spanish
+    sa.Column("version", sa.String(64), nullable=True),
+    sa.Column("complete", sa.Boolean, nullable=False),  # False: a subset (CodeSystem.content "fragment")
+    sa.Column("origin", sa.String(8), nullable=False),  # "shipped" (seeded) or "loaded" (an official file)
+    sa.Column("digest", sa.String(64), nullable=False),  # SHA-256 of the content, to reseed only on change
+    sa.Column("concept_count", sa.Integer, nullable=False),
+    sa.Column("revision", sa.Integer, nullable=False),  # +1 on every load: in-process caches compare it
+    sa.Column("loaded", TS, nullable=False),
+)
+
+code_concept = sa.Table(
+    "code_concept",
+    metadata,
+    sa.Column("system_id", ID, primary_key=True),
+    sa.Column("code", sa.String(64), primary_key=True),
+    sa.Column("display", sa.Text, nullable=False),  # Spanish
+    sa.Column("sex", sa.String(6), nullable=True),  # "male"/"female": the code applies only to that sex
+    sa.Column("age_low", sa.String(8), nullable=True),  # inclusive limits, number and UCUM unit: "10 a", "28 d"
+    sa.Column("age_high", sa.String(8), nullable=True),
+    sa.Column("properties", sa.Text, nullable=True),  # JSON object of other properties (e.g. the INEGI key)
+)

@@ -70,6 +70,35 @@ def _security(server: str) -> dict:
     }
 
 
+# Terminology (fhir/terminology_api.py): the catalogs, read-only, with their operations.
+_TERMINOLOGY_SEARCH = [
+    {"name": "url", "type": "uri"},
+    {"name": "name", "type": "string"},
+    {"name": "title", "type": "string"},
+    {"name": "version", "type": "token"},
+]
+_TERMINOLOGY = [
+    {
+        "type": "CodeSystem",
+        "interaction": [{"code": "read"}, {"code": "search-type"}],
+        "searchParam": _TERMINOLOGY_SEARCH,
+        "operation": [
+            {"name": "lookup", "definition": "http://hl7.org/fhir/OperationDefinition/CodeSystem-lookup"},
+            {"name": "validate-code", "definition": "http://hl7.org/fhir/OperationDefinition/CodeSystem-validate-code"},
+        ],
+    },
+    {
+        "type": "ValueSet",
+        "interaction": [{"code": "read"}, {"code": "search-type"}],
+        "searchParam": _TERMINOLOGY_SEARCH,
+        "operation": [
+            {"name": "expand", "definition": "http://hl7.org/fhir/OperationDefinition/ValueSet-expand"},
+            {"name": "validate-code", "definition": "http://hl7.org/fhir/OperationDefinition/ValueSet-validate-code"},
+        ],
+    },
+]
+
+
 @lru_cache(maxsize=4)
 def _build(base: str) -> bytes:
     resources = []
@@ -88,6 +117,7 @@ def _build(base: str) -> bytes:
                 **_search_capability(res_type),
             }
         )
+    resources.extend(_TERMINOLOGY)
     statement = {
         "resourceType": "CapabilityStatement",
         "status": "active",

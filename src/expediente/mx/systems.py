@@ -22,6 +22,7 @@ TEMPORARY_ID_PREFIX = "http://expediente.mx/fhir/sid/temporal/"
 CIE10_SYSTEM = "urn:oid:2.16.840.1.113883.6.3"
 CIE9MC_SYSTEM = "urn:oid:2.16.840.1.113883.6.104"
 RENAPO_STATE_SYSTEM = "http://expediente.mx/fhir/CodeSystem/entidad-renapo"
+AFFILIATION_SYSTEM = "http://expediente.mx/fhir/CodeSystem/derechohabiencia"
 DOCUMENT_TYPE_SYSTEM = "http://expediente.mx/fhir/CodeSystem/tipo-documento"
 
 # Extensions

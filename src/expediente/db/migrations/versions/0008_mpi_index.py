@@ -1,7 +1,7 @@
 """master patient index: per-Patient features and blocking keys
 
 Revision ID: 0008_mpi_index
-Revises: 0005
+Revises: 0006_catalogs
 Create Date: 2026-12-10 10:00:00
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = '0008_mpi_index'
-down_revision = '0005'
+down_revision = '0006_catalogs'
 branch_labels = None
 depends_on = None
 
