@@ -42,6 +42,8 @@ from expediente.fhir.search.extract import extract_index, patient_key
 from expediente.fhir.signature_lock import is_signature_provenance, refuse_change_if_signed
 from expediente.fhir.validation import ResourceInvalid, validate_resource
 from expediente.mpi.person import person_records
+from expediente.mx.condition_rules import check_condition
+from expediente.mx.diagnosis import cie10_catalog
 from expediente.security import policy
 from expediente.security.access import Access, AccessGate
 from expediente.security.care import CARE_TYPES
@@ -663,6 +665,8 @@ class ResourceStore:
             return WriteResult(current, created=False, changed=False), None
         if current is not None:
             refuse_change_if_signed(conn, current)
+        if res_type == "Condition":  # the diagnosis must fit the patient's sex and age (CIE-10)
+            check_condition(conn, cie10_catalog(self.engine), prepared.body, key)
         ts = utcnow()
         version = current.version_id + 1 if current else 1
         payload = _finalize(prepared.body, res_type, res_id, version, ts)
