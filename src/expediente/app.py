@@ -22,6 +22,7 @@ from expediente.fhir import signature_api
 from expediente.fhir.errors import FhirError
 from expediente.db.statistics import StatisticsRefresher
 from expediente.fhir.store import ResourceStore
+from expediente.mpi import match_api
 from expediente.ops import metrics
 from expediente.ops.middleware import Authenticate, BodyLimit, Observe
 from expediente.ops.protection import AddressRateLimit, Cors, PrincipalRateLimit, RateLimits, SecurityHeaders, cors_origins, uses_https
@@ -125,6 +126,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             *auth_api.routes,
             *signature_api.routes,
             *audit_api.routes,  # before the generic /fhir/{type} routes
+            *match_api.routes,
             *fhir_api.routes,
         ],
         exception_handlers={FhirError: _fhir_error, HTTPException: _http_error, Exception: _unexpected},

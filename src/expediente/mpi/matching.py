@@ -27,6 +27,7 @@ import math
 from dataclasses import dataclass
 
 from expediente.mpi.features import PersonFeatures
+from expediente.mx.systems import TEMPORARY_ID_PREFIX
 from expediente.mpi.frequencies import given_share, given_token_share, surname_share
 
 AUTO_LINK_THRESHOLD = 0.99
@@ -229,7 +230,8 @@ def _identifiers(a: PersonFeatures, b: PersonFeatures) -> tuple[float, list[str]
         if va & vb:
             weight += _w(0.98, 1e-7)
             reasons.append(f"mismo identificador institucional ({system})")
-        else:
+        elif not system.startswith(TEMPORARY_ID_PREFIX):
+            # A temporary identifier disagreeing says nothing: one person gets a new one per admission.
             weight += _w(0.05, 1.0)
             reasons.append(f"identificador institucional distinto ({system})")
     return weight, reasons
