@@ -188,7 +188,7 @@ def test_twins_are_never_linked_automatically():
 
 
 def test_namesakes_with_another_birth_date_do_not_match():
-    c = compare(_variant(), _variant(birth="1988-11-23", state="SO"))
+    c = compare(_variant(), _variant(birth="1988-11-23", state="SR"))
     assert c.grade is None
 
 
