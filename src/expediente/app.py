@@ -24,6 +24,7 @@ from expediente.db.statistics import StatisticsRefresher
 from expediente.fhir.store import ResourceStore
 from expediente.mpi import link_api
 from expediente.mpi.linking import Linker
+from expediente.mpi import match_api
 from expediente.ops import metrics
 from expediente.ops.middleware import Authenticate, BodyLimit, Observe
 from expediente.ops.protection import AddressRateLimit, Cors, PrincipalRateLimit, RateLimits, SecurityHeaders, cors_origins, uses_https
@@ -136,6 +137,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             *audit_api.routes,  # before the generic /fhir/{type} routes
             *link_api.routes,
             *terminology_api.routes,  # CodeSystem, ValueSet and their operations
+            *match_api.routes,
             *fhir_api.routes,
         ],
         exception_handlers={FhirError: _fhir_error, HTTPException: _http_error, Exception: _unexpected},

@@ -861,5 +861,35 @@ def catalog_list() -> None:
         engine.dispose()
 
 
+# --- master patient index ------------------------------------------------------------------
+mpi_app = typer.Typer(help="Índice maestro de pacientes: deduplicación por lotes.", no_args_is_help=True)
+app.add_typer(mpi_app, name="mpi")
+
+
+@mpi_app.command("dedupe")
+def mpi_dedupe(
+    out: Annotated[Path, typer.Option(help="Archivo de salida: .csv o .json con los pares candidatos")],
+    organization: Annotated[str | None, typer.Option(help="Solo los pacientes de esta organización (Organization/<id>)")] = None,
+    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Probabilidad mínima de los pares")] = 0.5,
+    fixed: Annotated[bool, typer.Option(help="Parámetros m/u fijos en lugar de entrenarlos con los datos")] = False,
+) -> None:
+    """Candidate duplicate Patients of the store (splink on DuckDB); links nothing by itself."""
+    from expediente.app import Services
+    from expediente.fhir.store import Caller
+    from expediente.mpi import batch
+    from expediente.security.principal import Principal
+
+    services = Services.build(_settings())
+    caller = Caller(Principal(subject="expediente-cli", kind="system", role="system"), "cli")
+    try:
+        patients = list(batch.store_patients(services.store, caller, organization=organization))
+        pairs = batch.dedupe_patients(patients, threshold=threshold, train=not fixed)
+    finally:
+        services.close()
+    batch.write_pairs(pairs, out)
+    certain = sum(p.probability >= batch.CERTAIN_PROBABILITY for p in pairs)
+    typer.echo(f"{len(patients)} pacientes, {len(pairs)} pares candidatos ({certain} con probabilidad >= {batch.CERTAIN_PROBABILITY}) en {out}")
+
+
 if __name__ == "__main__":
     app()

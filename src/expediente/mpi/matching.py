@@ -27,9 +27,10 @@ import math
 from dataclasses import dataclass
 
 from expediente.mpi.features import PersonFeatures
+from expediente.mx.systems import TEMPORARY_ID_PREFIX
 from expediente.mpi.frequencies import given_share, given_token_share, surname_share
 
-AUTO_LINK_THRESHOLD = 0.999
+AUTO_LINK_THRESHOLD = 0.99
 PROBABLE = 0.9
 POSSIBLE = 0.2
 PRIOR_LOG2_ODDS = -20.0
@@ -109,6 +110,18 @@ def jaro_winkler(s: str, t: str, prefix_scale: float = 0.1) -> float:
     return jaro + prefix * prefix_scale * (1 - jaro)
 
 
+def _one_edit(s: str, t: str) -> bool:
+    """One typo apart (substitution, insertion, deletion or adjacent transposition), for words
+    of 4 letters or more (shorter names differ by a letter and are other names: Ana/Eva)."""
+    if s == t or min(len(s), len(t)) < 4 or abs(len(s) - len(t)) > 1:
+        return s == t
+    if len(s) == len(t):
+        diff = [i for i in range(len(s)) if s[i] != t[i]]
+        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1 and s[diff[0]] == t[diff[1]] and s[diff[1]] == t[diff[0]])
+    short, long_ = (s, t) if len(s) < len(t) else (t, s)
+    return any(long_[:i] + long_[i + 1 :] == short for i in range(len(long_)))
+
+
 def _close(a: str, b: str, a_key: str, b_key: str) -> bool:
     return a_key == b_key or jaro_winkler(a, b) >= 0.92
 
@@ -170,9 +183,9 @@ def _given(a: PersonFeatures, b: PersonFeatures) -> tuple[float, str | None, boo
     if set(short) <= set(long_):
         share = min(given_token_share(t) for t in short)
         return _w(0.05, 2 * share), "un nombre es parte del otro (p. ej. José Luis / Luis)", False
-    ka = " ".join(a.given_keys)
-    kb = " ".join(b.given_keys)
-    if ka == kb or jaro_winkler(a.given_text, b.given_text) >= 0.92:
+    if len(a.given) == len(b.given) and all(
+        x == y or kx == ky or _one_edit(x, y) for x, y, kx, ky in zip(a.given, b.given, a.given_keys, b.given_keys)
+    ):
         return _w(0.04, 0.004), "nombre similar (ortografía o fonética)", False
     return _w(0.01, 0.95), "nombre distinto", True
 
@@ -217,10 +230,15 @@ def _identifiers(a: PersonFeatures, b: PersonFeatures) -> tuple[float, list[str]
         if va & vb:
             weight += _w(0.98, 1e-7)
             reasons.append(f"mismo identificador institucional ({system})")
-        else:
+        elif not system.startswith(TEMPORARY_ID_PREFIX):
+            # A temporary identifier disagreeing says nothing: one person gets a new one per admission.
             weight += _w(0.05, 1.0)
             reasons.append(f"identificador institucional distinto ({system})")
     return weight, reasons
+
+
+def _shares_identifier(a: PersonFeatures, b: PersonFeatures) -> bool:
+    return not a.identifiers.isdisjoint(b.identifiers)
 
 
 def _demographic(a: PersonFeatures, b: PersonFeatures) -> tuple[float, list[str], bool, bool]:
@@ -286,7 +304,7 @@ def compare(a: PersonFeatures, b: PersonFeatures) -> Comparison:
         reasons.insert(0, "CURP con un carácter distinto (posible error de captura)")
     score = _posterior(weight)
     grade = grade_of(score)
-    if given_different and grade_rank(grade) > grade_rank("possible"):
+    if given_different and grade_rank(grade) > grade_rank("possible") and not _shares_identifier(a, b):
         grade = "possible"
         score = min(score, (POSSIBLE + PROBABLE) / 2)
         reasons.append("nombres distintos: podría ser un hermano o gemelo; requiere revisión")

@@ -64,6 +64,11 @@ INDEX_COLUMNS: dict[str, tuple[str, ...]] = {
     "quantity": ("value", "system", "code"),
     "uri": ("uri",),
     "composite": ("system1", "code1", "system2", "code2", "value2", "low2", "high2"),
+    # The master patient index's rows of a Patient (mpi/index.py).
+    "mpi_person": (
+        "curp", "curp_other", "first_surname", "second_surname", "given", "sex", "birth_date", "birth_state", "identifiers",
+    ),
+    "mpi_key": ("key",),
 }
 _ROW_KEYS: dict[str, tuple[str, ...]] = {k: ("param",) + v for k, v in INDEX_COLUMNS.items()}
 
@@ -643,7 +648,10 @@ def extract_index(resource: dict) -> dict[str, list[dict]]:
         # The master patient index: features and blocking keys, and links to the same person.
         from expediente.mpi.index import mpi_rows  # it normalizes text with this module
 
-        result.update(mpi_rows(resource))
+        try:
+            result.update(mpi_rows(resource))
+        except Exception:  # noqa: BLE001 - indexing must never break a write
+            log.exception("master patient index rows of Patient: extraction failed")
         linked = person_rows(resource)
         if linked:
             result["person"] = linked
