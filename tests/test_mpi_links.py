@@ -125,7 +125,7 @@ def test_probable_match_waits_on_the_review_list_and_a_person_decides(client, au
 
 def test_a_rejected_pair_is_never_proposed_again(client, auth):
     a = _post(client, auth, mx_patient(curp=False, nss=nss_with_check_digit("0498801234"), temporary=(CLUES_IMSS, "A-0001")))
-    b = _post(client, auth, mx_patient(given="Maria Guadalupe", second=None, curp=False, temporary=(CLUES_ISSSTE, "U-77")))
+    b = _post(client, auth, mx_patient(given="Maria Guadalupe", second=None, curp=False, nss=nss_with_check_digit("1198801234"), temporary=(CLUES_ISSSTE, "U-77")))
     item = client.get("/fhir/Patient/$review", headers=auth).json()["entry"][0]["resource"]
     reject = {"resourceType": "Parameters", "parameter": [{"name": "review", "valueInteger": int(item["id"])}, {"name": "decision", "valueCode": "reject"}]}
     assert client.post("/fhir/Patient/$review", json=reject, headers=auth).status_code == 200

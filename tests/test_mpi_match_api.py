@@ -87,7 +87,7 @@ def test_match_needs_authentication(client):
 
 
 def test_physician_sees_only_patients_in_care_and_the_search_is_audited(client, auth, services, make_token):
-    imss, issste, _ = _world(client, auth)
+    imss, issste, twin = _world(client, auth)
     prac = _post(client, auth, {"resourceType": "Practitioner", "name": [{"family": "Soto", "given": ["Laura"]}]})
     _post(
         client,
@@ -102,12 +102,15 @@ def test_physician_sees_only_patients_in_care_and_the_search_is_audited(client, 
     )
     token = make_token("physician", organization=CLUES_A, practitioner_ref=f"Practitioner/{prac}")
     physician = {"Authorization": f"Bearer {token}"}
-    r = _match(client, physician, person(**LUPE))
+    r = _match(client, physician, person(**{**LUPE, "given": ["Rosa", "María"]}, curp=False))
     assert r.status_code == 200, r.text
-    ids = [e["resource"]["id"] for e in r.json()["entry"]]
-    assert ids == [imss]  # the ISSSTE record exists and matches, but she is not in this physician's care
-    system_ids = {e["resource"]["id"] for e in _match(client, auth, person(**LUPE)).json()["entry"]}
-    assert {imss, issste} <= system_ids
+    ids = {e["resource"]["id"] for e in r.json()["entry"]}
+    # Her IMSS record is in this physician's care, and her ISSSTE record is the same person
+    # (linked by the MPI): both are answered. The twin sister matches too, but she is not in
+    # this physician's care.
+    assert ids == {imss, issste}
+    system_ids = {e["resource"]["id"] for e in _match(client, auth, person(**{**LUPE, "given": ["Rosa", "María"]}, curp=False)).json()["entry"]}
+    assert twin in system_ids
     with services.engine.connect() as conn:
         rows = conn.execute(
             sa.select(audit_log.c.actor, audit_log.c.entities)
@@ -116,4 +119,4 @@ def test_physician_sees_only_patients_in_care_and_the_search_is_audited(client, 
         ).all()
     physician_rows = [r for r in rows if r.actor.startswith("physician")]
     assert physician_rows and f"Patient/{imss}" in physician_rows[-1].entities
-    assert f"Patient/{issste}" not in physician_rows[-1].entities
+    assert f"Patient/{twin}" not in physician_rows[-1].entities

@@ -304,6 +304,12 @@ def compare(a: PersonFeatures, b: PersonFeatures) -> Comparison:
         reasons.insert(0, "CURP con un carácter distinto (posible error de captura)")
     score = _posterior(weight)
     grade = grade_of(score)
+    if curp_a and curp_b and curp_a != curp_b and grade_rank(grade) > grade_rank("probable"):
+        # Two records that each carry a CURP, and not the same one, are never linked without a
+        # person looking: a capture error is as likely as a namesake.
+        grade = "probable"
+        score = min(score, (PROBABLE + AUTO_LINK_THRESHOLD) / 2)
+        reasons.append("CURP distintas en los dos registros: requiere revisión")
     if given_different and grade_rank(grade) > grade_rank("possible") and not _shares_identifier(a, b):
         grade = "possible"
         score = min(score, (POSSIBLE + PROBABLE) / 2)
