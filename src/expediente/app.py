@@ -59,7 +59,7 @@ class Services:
             reader=reader,
             audit=audit,
             gate=gate,
-            store=ResourceStore(engine, gate, reader),
+            store=ResourceStore(engine, gate, reader, profiles=settings.profiles),
             tokens=TokenService.from_settings(settings),
             statistics=StatisticsRefresher(engine) if settings.is_sqlite else None,
         )
