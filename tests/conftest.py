@@ -74,7 +74,12 @@ def postgres_database() -> Iterator[str]:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def settings(request, tmp_path: Path) -> Iterator[Settings]:
-    base = Settings(data_dir=tmp_path / "data", secret_key="clave-de-prueba-" + "x" * 32, base_url="http://testserver")
+    # Generic FHIR conformance modules (pytestmark = pytest.mark.generic_fhir) write minimal
+    # resources: the Mexican profiles apply there only to resources that declare them.
+    profiles = "declared" if request.node.get_closest_marker("generic_fhir") else "mx"
+    base = Settings(
+        data_dir=tmp_path / "data", secret_key="clave-de-prueba-" + "x" * 32, base_url="http://testserver", profiles=profiles
+    )
     if request.param == "sqlite":
         yield base
         return

@@ -527,11 +527,12 @@ class ResourceStore:
     ) -> WriteResult:
         _check_writable(res_type)
         check_id(res_id)
-        _validated_client(body, res_type, self.profiles)
+        _validated(body, res_type)  # structure first: the id check below reads the body
         if body.get("id") != res_id:
             raise errors.bad_request(
                 f"El id del cuerpo ('{body.get('id')}') no coincide con el de la URL ('{res_id}')", expression=f"{res_type}.id"
             )
+        _validated_client(body, res_type, self.profiles)
         expected = _etag_version(if_match) if if_match is not None else None
         prepared = _prepare(body, res_id)
         return self._commit(lambda conn: self._update_in(conn, caller, res_type, res_id, prepared, expected))
