@@ -18,11 +18,12 @@ from expediente.api_common import error_response, outcome_response
 from expediente.config import Settings, load_settings
 from expediente.db.engine import make_engine, make_read_engine
 from expediente.fhir import api as fhir_api
-from expediente.fhir import signature_api
+from expediente.fhir import profile_api, signature_api
 from expediente.fhir.errors import FhirError
 from expediente.db.statistics import StatisticsRefresher
 from expediente.fhir.store import ResourceStore
 from expediente.ops import metrics
+from expediente.records import purge_api
 from expediente.ops.middleware import Authenticate, BodyLimit, Observe
 from expediente.ops.protection import AddressRateLimit, Cors, PrincipalRateLimit, RateLimits, SecurityHeaders, cors_origins, uses_https
 from expediente.security import api as auth_api
@@ -125,6 +126,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             *auth_api.routes,
             *signature_api.routes,
             *audit_api.routes,  # before the generic /fhir/{type} routes
+            *profile_api.routes,  # StructureDefinition, $validate
+            *purge_api.routes,  # Patient/$purge (retention)
             *fhir_api.routes,
         ],
         exception_handlers={FhirError: _fhir_error, HTTPException: _http_error, Exception: _unexpected},

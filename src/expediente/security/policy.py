@@ -43,6 +43,8 @@ CLUES_SYSTEM = "urn:oid:2.16.840.1.113883.4.631"
 
 READS = frozenset({"read", "vread", "history", "search", "everything"})
 WRITES = frozenset({"create", "update", "delete"})
+# Physical removal of a patient's record once its retention is over (records/retention.py).
+PURGE = "purge"
 
 # Not patient data: who and where care is given, and what is given.
 DIRECTORY = frozenset({"Practitioner", "PractitionerRole", "Organization", "Location", "Medication"})
@@ -89,6 +91,8 @@ class TypeDecision:
 def type_decision(principal: Principal, action: str, res_type: str | None) -> TypeDecision:
     """May this role, with this token's scopes, do ``action`` on ``res_type`` at all?"""
     role = principal.role
+    if action == PURGE and (role != "system" or res_type != "Patient"):
+        return TypeDecision(False, "solo la cuenta de sistema de la institución puede depurar un expediente (Patient/$purge)")
     readable, writable = ROLE_TYPES.get(role, (frozenset(), frozenset()))
     if res_type is None:  # system-wide history: every type the role reads
         allowed = bool(readable) and action in READS
