@@ -41,6 +41,7 @@ from expediente.fhir.search.engine import (
 from expediente.fhir.search.extract import extract_index, patient_key
 from expediente.fhir.signature_lock import is_signature_provenance, refuse_change_if_signed
 from expediente.fhir.validation import ResourceInvalid, validate_resource
+from expediente.mx.profiles import check_mode
 from expediente.mx.profiles.enforcement import enforce_profiles, refuse_erasure
 from expediente.security import policy
 from expediente.security.access import Access, AccessGate
@@ -254,6 +255,7 @@ def _parse_conditional(res_type: str, query: str) -> list[tuple[str, str]]:
 class ResourceStore:
     def __init__(self, engine: sa.Engine, gate: AccessGate, reader: sa.Engine | None = None, profiles: str = "mx"):
         self.engine = engine
+        check_mode(profiles)
         self.profiles = profiles  # Mexican profiles mode: "mx" | "declared"
         self._committer = GroupCommitter(engine, name="fhir-writes")
         self.reader = reader or engine  # single-statement reads (autocommit pool on PostgreSQL)

@@ -28,6 +28,12 @@ PROFILES: dict[str, Profile] = {
 BY_URL: dict[str, Profile] = {p.url: p for p in PROFILES.values()}
 
 
+def check_mode(mode: str) -> None:
+    """Refuse an unknown ``profiles`` setting when the store starts, not on the first write."""
+    if mode not in MODES:
+        raise ValueError(f"EXPEDIENTE_PROFILES must be one of {', '.join(MODES)}, not {mode!r}")
+
+
 def default_profile(resource: dict) -> Profile | None:
     """The profile ``mx`` mode applies to this resource without it asking."""
     rtype = resource.get("resourceType")
