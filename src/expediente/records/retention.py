@@ -5,7 +5,7 @@ patient's last medical act; only then may a record be purged (physically removed
 (deleted ones included: a deleted encounter still happened) and takes the latest clinical
 date (``CLINICAL_DATES``: encounter periods, document dates, observations, procedures,
 prescriptions...). Administrative dates (birth date, coverage periods, consents) are not
-medical acts. ``purge`` removes the compartment's rows from the resource, history, search
+medical acts; a record with no medical act counts from its last change. ``purge`` removes the compartment's rows from the resource, history, search
 index, care and consent tables in one transaction with its audit entry; the audit trail
 itself stays (it records who purged what and when). A refusal (too early, or not the system
 role) is recorded too, alone.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import calendar
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 import orjson
 import sqlalchemy as sa
@@ -94,6 +94,15 @@ def last_medical_act(conn: sa.Connection, patient_id: str) -> date | None:
     return latest
 
 
+def last_change(conn: sa.Connection, patient_id: str) -> date | None:
+    """The day the compartment last changed: the anchor for a record with no medical act yet
+    (a registration alone), so that nothing is purged the day it is written."""
+    latest = conn.execute(
+        sa.select(sa.func.max(resource_history.c.last_updated)).where(resource_history.c.patient_key == patient_id)
+    ).scalar()
+    return latest.date() if latest is not None else None
+
+
 def purge_allowed_from(last_act: date) -> date:
     """The first day the record may be purged: RETENTION_YEARS after the last act (29 Feb -> 1 Mar)."""
     try:
@@ -127,7 +136,7 @@ def purge(store, caller, patient_id: str, *, today: date | None = None) -> Purge
     Raises 403 (not the system role), 404 (no such patient), 409 (retention not over, with
     the date it ends). Nothing is removed unless everything is; the audit entry commits with it.
     """
-    today = today or datetime.now().date()
+    today = today or datetime.now(UTC).date()
     principal = caller.principal
     access = Access(PURGE, "Patient", patient_id, patient_id)
     with write_transaction(store.engine) as conn:
@@ -139,7 +148,7 @@ def purge(store, caller, patient_id: str, *, today: date | None = None) -> Purge
         if decision.allowed and exists is None:
             problem = errors.not_found("Patient", patient_id)
         elif decision.allowed:
-            last_act = last_medical_act(conn, patient_id)
+            last_act = last_medical_act(conn, patient_id) or last_change(conn, patient_id)
             reason = _too_early(last_act, today)
             if reason:
                 problem = FhirError.of(409, reason, "business-rule", "Patient")
