@@ -35,11 +35,10 @@ import sqlalchemy as sa
 
 from expediente.db.schema import care_link, consent_directive, idx_token
 from expediente.fhir.resource_types import SERVED
+from expediente.mx.systems import CLUES_SYSTEM
 from expediente.ops.metrics import POLICY_SECONDS
 from expediente.security.principal import Principal
 from expediente.security.scopes import ACTION_LETTER, ROLE_DEFAULT_SCOPES, granting_contexts, parse_scopes
-
-CLUES_SYSTEM = "urn:oid:2.16.840.1.113883.4.631"
 
 READS = frozenset({"read", "vread", "history", "search", "everything"})
 WRITES = frozenset({"create", "update", "delete"})

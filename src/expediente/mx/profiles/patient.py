@@ -17,7 +17,7 @@ from expediente.mx.curp_reasons import curp_problem
 from expediente.mx.identifiers import clues_problem, nss_problem, rfc_problem, temporary_clues
 from expediente.mx.profiles.base import Element, Profile
 from expediente.mx.profiles.common import codings, extension, identifiers, issue, items
-from expediente.mx.systems import BIRTH_STATE_URL, CURP_SYSTEM, FATHERS_FAMILY_URL, NSS_SYSTEM, RFC_SYSTEM
+from expediente.mx.systems import BIRTH_STATE_URL, CURP_SYSTEM, FATHERS_FAMILY_URL, NSS_SYSTEM, RFC_SYSTEM, TEMPORARY_ID_PREFIX
 
 _CURP_SEX = {"H": ("male", "H, hombre"), "M": ("female", "M, mujer"), "X": ("other", "X, no binario")}
 
@@ -121,7 +121,7 @@ PROFILE = Profile(
     title="Paciente (México)",
     description=(
         "Paciente identificado por su CURP (válida) o, sin CURP, por un identificador temporal del "
-        "establecimiento (sistema " "http://expediente.mx/fhir/sid/temporal/{CLUES}); con CURP, nombre, primer "
+        f"establecimiento (sistema {TEMPORARY_ID_PREFIX}{{CLUES}}); con CURP, nombre, primer "
         "apellido, sexo, fecha y entidad de nacimiento coinciden con ella. NOM-024-SSA3-2012 6.5.1."
     ),
     rules=rules,
