@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from starlette.testclient import TestClient
 
+from tests.mx_examples import mx_minimal, mx_patient, mx_practitioner
 from tests.test_served_types import MINIMAL
 
 CLUES = "urn:oid:2.16.840.1.113883.4.631"
@@ -33,8 +34,8 @@ def post(client: TestClient, auth: dict, body: dict) -> str:
 
 
 def resource_for(res_type: str, patient_id: str) -> dict:
-    """MINIMAL's example of ``res_type``, in ``patient_id``'s record."""
-    body = {"resourceType": res_type, **MINIMAL[res_type]}
+    """MINIMAL's example of ``res_type`` (a Mexican one for profiled types), in ``patient_id``'s record."""
+    body = {"resourceType": res_type, **(mx_minimal(res_type) or MINIMAL[res_type])}
     text = str(body)
     if "Patient/p1" not in text:
         return body
@@ -84,11 +85,13 @@ def build_world(client: TestClient, auth: dict) -> World:
             client, auth, {"resourceType": "Organization", "name": f"Hospital {tag}", "identifier": [{"system": CLUES, "value": clues}]}
         )
     for who in ("physician", "nurse", "radiologist", "imaging_technician", "physician_b"):
-        w.prac[who] = post(client, auth, {"resourceType": "Practitioner", "name": [{"family": who.replace("_", " ")}]})
+        w.prac[who] = post(client, auth, mx_practitioner(who.replace("_", " "), cedula=str(1000000 + len(w.prac))))
     for tag in ("care", "none", "consent", "label"):
         family = f"Apellido{tag.capitalize()}"
         w.family[tag] = family
-        w.patient[tag] = post(client, auth, {"resourceType": "Patient", "gender": "female", "name": [{"family": family}]})
+        patient = mx_patient(first=family, second=None)
+        patient["name"] = [{"use": "official", "family": family, "given": ["María"]}]
+        w.patient[tag] = post(client, auth, patient)
     # Care relationships: the physician of A sees "care", "consent" and "label" (and so does
     # institution A); the physician of B sees "none".
     for tag in ("care", "consent", "label"):

@@ -74,7 +74,16 @@ def postgres_database() -> Iterator[str]:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def settings(request, tmp_path: Path) -> Iterator[Settings]:
-    base = Settings(data_dir=tmp_path / "data", secret_key="clave-de-prueba-" + "x" * 32, base_url="http://testserver")
+    # Generic FHIR conformance modules (pytestmark = pytest.mark.generic_fhir) write minimal
+    # resources: the Mexican profiles apply there only to resources that declare them, and
+    # the master patient index does not link their look-alike test patients (its own tests,
+    # tests/test_mpi_*.py, run with the product defaults).
+    generic = request.node.get_closest_marker("generic_fhir") is not None
+    profiles = "declared" if generic else "mx"
+    base = Settings(
+        data_dir=tmp_path / "data", secret_key="clave-de-prueba-" + "x" * 32, base_url="http://testserver", profiles=profiles,
+        mpi_autolink=not generic,
+    )
     if request.param == "sqlite":
         yield base
         return

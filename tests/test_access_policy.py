@@ -25,6 +25,7 @@ from tests.access_world import (
     resource_for,
 )
 from tests.conftest import PASSWORD
+from tests.mx_examples import mx_patient
 
 DIRECTORY = {"Practitioner", "PractitionerRole", "Organization", "Location", "Medication"}
 IMAGING_WRITES = {"ImagingStudy", "DiagnosticReport", "Observation", "Procedure", "DocumentReference", "Binary", "Composition", "Provenance", "ServiceRequest"}
@@ -168,7 +169,7 @@ def cases(w: World):
     for res_type in sorted(set(SERVED_TYPES) - SERVER_WRITTEN_ONLY):
         if res_type == "Patient":
             for tag, pid in w.patient.items():
-                yield res_type, tag, pid, {"resourceType": "Patient", "gender": "male"}
+                yield res_type, tag, pid, {**mx_patient(first=w.family[tag], second=None), "active": False}
         elif res_type in PATIENT_DATA_TYPES:
             for tag in w.patient:
                 yield res_type, tag, w.res[(tag, res_type)], resource_for(res_type, w.patient[tag])
@@ -218,7 +219,7 @@ def test_opening_care_at_ones_institution_grants_access(client, services, auth):
     then read that patient's record; one at another institution cannot open care at A."""
     w = build_world(client, auth)
     who = tokens(client, services, w)
-    pid = client.post("/fhir/Patient", json={"resourceType": "Patient", "gender": "male"}, headers=who["physician"]).json()["id"]
+    pid = client.post("/fhir/Patient", json=mx_patient(), headers=who["physician"]).json()["id"]
     assert client.get(f"/fhir/Patient/{pid}", headers=who["physician"]).status_code == 404  # no care yet
     from tests.access_world import encounter
 
@@ -311,7 +312,7 @@ def test_token_scopes_narrow_the_role(services, scopes, res_type, allowed):
     from expediente.security.principal import Principal
 
     system = Caller(Principal("carga", "system", "system"), "pruebas")
-    pid = services.store.create(system, "Patient", {"resourceType": "Patient", "gender": "male"}).stored.res_id
+    pid = services.store.create(system, "Patient", mx_patient()).stored.res_id
     target = services.store.create(system, res_type, resource_for(res_type, pid)).stored.res_id if res_type != "Patient" else pid
     services.store.create(system, "CareTeam", {"resourceType": "CareTeam", "subject": {"reference": f"Patient/{pid}"}, "participant": [{"member": {"reference": "Practitioner/dra"}}]})
     doctor = Caller(Principal("dra", "person", "physician", practitioner_ref="Practitioner/dra", scopes=scopes), "pruebas")

@@ -24,7 +24,7 @@ from starlette.testclient import TestClient
 
 from test_fhir_api import patient
 
-CURP_2 = "LOMA850101MDFPRR09"
+CURP_2 = "LOMA850101MDFPRR05"
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from expediente.security.oidc import JwksKeys
 from expediente.security.tokens import InvalidToken
 
 from conftest import PASSWORD
+from tests.mx_examples import mx_patient
 
 IDP_ISSUER = "https://idp.salud.example/realms/hospital"
 FHIR_AUDIENCE = "http://testserver/fhir"
@@ -154,7 +155,7 @@ def refresh_grant(client, token: str, **extra):
 
 def a_patient(client, auth) -> str:
     """A patient registered by the hospital's system, with a care team that names CLINICIAN."""
-    r = client.post("/fhir/Patient", json={"resourceType": "Patient", "name": [{"family": "Hernández"}]}, headers=auth)
+    r = client.post("/fhir/Patient", json=mx_patient(first="Hernández", second=None), headers=auth)
     assert r.status_code == 201, r.text
     pid = r.json()["id"]
     team = {"resourceType": "CareTeam", "subject": {"reference": f"Patient/{pid}"}, "participant": [{"member": {"reference": CLINICIAN}}]}

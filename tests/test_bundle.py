@@ -11,6 +11,8 @@ from expediente.db.schema import INDEX_TABLES, audit_log, resource, resource_his
 from expediente.synth.bundles import SHARED_TYPES, references, split_patients, transaction_bundle
 from expediente.synth.generator import generate
 
+pytestmark = pytest.mark.generic_fhir  # minimal resources: Mexican profiles only where declared
+
 CURP_SYSTEM = "urn:oid:2.16.840.1.113883.4.629"
 CEDULA_SYSTEM = "urn:oid:2.16.840.1.113883.3.215.12.18"
 

@@ -7,6 +7,7 @@ import time
 import unicodedata
 from datetime import datetime
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +20,8 @@ from expediente.fhir.search.extract import (
     patient_key,
     unsupported_params,
 )
+
+pytestmark = pytest.mark.generic_fhir  # minimal resources: Mexican profiles only where declared
 
 CURP_SYSTEM = "urn:oid:2.16.840.1.113883.4.629"
 FATHERS = "http://hl7.org/fhir/StructureDefinition/humanname-fathers-family"

@@ -11,13 +11,14 @@ CURP_SYSTEM = "urn:oid:2.16.840.1.113883.4.629"
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
 
-def patient(curp: str = "PEGJ900504HDFXRN07", family: str = "Peña García", given: str = "José") -> dict:
+def patient(curp: str = "PEGJ900504HDFXRN08", family: str = "Peña García", given: str = "José") -> dict:
+    """A Mexican Patient (mx profile): sex and birth date as its CURP encodes them."""
     return {
         "resourceType": "Patient",
         "identifier": [{"system": CURP_SYSTEM, "value": curp}],
         "name": [{"family": family, "given": [given]}],
-        "gender": "male",
-        "birthDate": "1990-05-04",
+        "gender": {"H": "male", "M": "female"}[curp[10]],
+        "birthDate": f"19{curp[4:6]}-{curp[6:8]}-{curp[8:10]}",
     }
 
 
@@ -66,11 +67,11 @@ def test_create_read_update_vread_history(client, auth):
     assert r.headers["content-type"].startswith("application/fhir+json")
     assert r.headers["last-modified"].endswith("GMT")
 
-    changed = {**created, "gender": "other"}
+    changed = {**created, "active": False}
     r = client.put(f"/fhir/Patient/{pid}", json=changed, headers=auth)
     assert r.status_code == 200 and r.json()["meta"]["versionId"] == "2"
-    assert client.get(f"/fhir/Patient/{pid}/_history/1", headers=auth).json()["gender"] == "male"
-    assert client.get(f"/fhir/Patient/{pid}/_history/2", headers=auth).json()["gender"] == "other"
+    assert client.get(f"/fhir/Patient/{pid}/_history/1", headers=auth).json().get("active") is None
+    assert client.get(f"/fhir/Patient/{pid}/_history/2", headers=auth).json()["active"] is False
     assert client.get(f"/fhir/Patient/{pid}/_history/3", headers=auth).status_code == 404
 
     bundle = client.get(f"/fhir/Patient/{pid}/_history", headers=auth).json()
@@ -88,22 +89,22 @@ def test_update_without_changes_keeps_the_version(client, auth):
 def test_put_with_client_id_creates_then_updates(client, auth):
     r = client.put("/fhir/Patient/curp-pegj900504", json={**patient(), "id": "curp-pegj900504"}, headers=auth)
     assert r.status_code == 201 and r.json()["id"] == "curp-pegj900504"
-    r = client.put("/fhir/Patient/curp-pegj900504", json={**patient(), "id": "curp-pegj900504", "gender": "other"}, headers=auth)
+    r = client.put("/fhir/Patient/curp-pegj900504", json={**patient(), "id": "curp-pegj900504", "active": False}, headers=auth)
     assert r.status_code == 200 and r.headers["etag"] == 'W/"2"'
 
 
 def test_if_match_optimistic_locking(client, services, auth):
     created = client.post("/fhir/Patient", json=patient(), headers=auth).json()
     pid = created["id"]
-    stale = {**created, "gender": "female"}
+    stale = {**created, "active": False}
     r = client.put(f"/fhir/Patient/{pid}", json=stale, headers={**auth, "If-Match": 'W/"7"'})
     assert r.status_code == 412
     assert r.json()["issue"][0]["code"] == "conflict"
-    assert client.get(f"/fhir/Patient/{pid}", headers=auth).json()["gender"] == "male"
+    assert "active" not in client.get(f"/fhir/Patient/{pid}", headers=auth).json()
     assert rows(services, resource_history) == 1
     r = client.put(f"/fhir/Patient/{pid}", json=stale, headers={**auth, "If-Match": 'W/"1"'})
     assert r.status_code == 200 and r.headers["etag"] == 'W/"2"'
-    r = client.put(f"/fhir/Patient/{pid}", json={**stale, "gender": "other"}, headers={**auth, "If-Match": 'W/"1"'})
+    r = client.put(f"/fhir/Patient/{pid}", json={**stale, "active": True}, headers={**auth, "If-Match": 'W/"1"'})
     assert r.status_code == 412
     assert client.put(f"/fhir/Patient/{pid}", json=stale, headers={**auth, "If-Match": "garbage"}).status_code == 400
 
@@ -111,7 +112,7 @@ def test_if_match_optimistic_locking(client, services, auth):
 def test_delete_is_logical_and_history_remains(client, services, auth):
     created = client.post("/fhir/Patient", json=patient(), headers=auth).json()
     pid = created["id"]
-    client.put(f"/fhir/Patient/{pid}", json={**created, "gender": "other"}, headers=auth)
+    client.put(f"/fhir/Patient/{pid}", json={**created, "active": False}, headers=auth)
     r = client.delete(f"/fhir/Patient/{pid}", headers=auth)
     assert r.status_code == 204 and r.headers["etag"] == 'W/"3"'
     r = client.get(f"/fhir/Patient/{pid}", headers=auth)
@@ -132,7 +133,7 @@ def test_delete_is_logical_and_history_remains(client, services, auth):
 
 
 def test_conditional_create(client, services, auth):
-    cond = {**auth, "If-None-Exist": f"identifier={CURP_SYSTEM}|PEGJ900504HDFXRN07"}
+    cond = {**auth, "If-None-Exist": f"identifier={CURP_SYSTEM}|PEGJ900504HDFXRN08"}
     first = client.post("/fhir/Patient", json=patient(), headers=cond)
     assert first.status_code == 201
     second = client.post("/fhir/Patient", json=patient(), headers=cond)
@@ -147,16 +148,16 @@ def test_conditional_create(client, services, auth):
 
 
 def test_conditional_update(client, services, auth):
-    url = f"/fhir/Patient?identifier={CURP_SYSTEM}|MAHL850101MJCRRS09"
-    r = client.put(url, json=patient(curp="MAHL850101MJCRRS09"), headers=auth)
+    url = f"/fhir/Patient?identifier={CURP_SYSTEM}|MAHL850101MJCRRS00"
+    r = client.put(url, json=patient(curp="MAHL850101MJCRRS00"), headers=auth)
     assert r.status_code == 201
     pid = r.json()["id"]
-    r = client.put(url, json={**patient(curp="MAHL850101MJCRRS09"), "gender": "female"}, headers=auth)
+    r = client.put(url, json={**patient(curp="MAHL850101MJCRRS00"), "active": False}, headers=auth)
     assert r.status_code == 200 and r.json()["id"] == pid and r.json()["meta"]["versionId"] == "2"
-    r = client.put(url, json={**patient(curp="MAHL850101MJCRRS09"), "id": "otro-id"}, headers=auth)
+    r = client.put(url, json={**patient(curp="MAHL850101MJCRRS00"), "id": "otro-id"}, headers=auth)
     assert r.status_code == 400
-    client.post("/fhir/Patient", json=patient(curp="MAHL850101MJCRRS09"), headers=auth)
-    assert client.put(url, json=patient(curp="MAHL850101MJCRRS09"), headers=auth).status_code == 412
+    client.post("/fhir/Patient", json=patient(curp="MAHL850101MJCRRS00"), headers=auth)
+    assert client.put(url, json=patient(curp="MAHL850101MJCRRS00"), headers=auth).status_code == 412
     assert client.put("/fhir/Patient", json=patient(), headers=auth).status_code == 400
 
 
@@ -246,8 +247,8 @@ def test_history_paging_with_cursor(client, auth):
 
 def test_basic_search_by_identifier_and_paging(client, auth):
     created = client.post("/fhir/Patient", json=patient(), headers=auth).json()
-    client.post("/fhir/Patient", json=patient(curp="MAHL850101MJCRRS09", family="Núñez", given="Lucía"), headers=auth)
-    bundle = client.get(f"/fhir/Patient?identifier={CURP_SYSTEM}|PEGJ900504HDFXRN07", headers=auth).json()
+    client.post("/fhir/Patient", json=patient(curp="MAHL850101MJCRRS00", family="Núñez", given="Lucía"), headers=auth)
+    bundle = client.get(f"/fhir/Patient?identifier={CURP_SYSTEM}|PEGJ900504HDFXRN08", headers=auth).json()
     assert bundle["type"] == "searchset" and [e["resource"]["id"] for e in bundle["entry"]] == [created["id"]]
     everyone = client.get("/fhir/Patient?_count=1", headers=auth).json()
     assert len(everyone["entry"]) == 1 and any(link["relation"] == "next" for link in everyone["link"])
@@ -255,7 +256,7 @@ def test_basic_search_by_identifier_and_paging(client, auth):
 
 def test_roles_patient_and_researcher(client, make_token, auth):
     own = client.post("/fhir/Patient", json=patient(), headers=auth).json()["id"]
-    other = client.post("/fhir/Patient", json=patient(curp="MAHL850101MJCRRS09"), headers=auth).json()["id"]
+    other = client.post("/fhir/Patient", json=patient(curp="MAHL850101MJCRRS00"), headers=auth).json()["id"]
     as_patient = {"Authorization": f"Bearer {make_token('patient', patient_ref=f'Patient/{own}')}"}
     assert client.get(f"/fhir/Patient/{own}", headers=as_patient).status_code == 200
     r = client.get(f"/fhir/Patient/{other}", headers=as_patient)
@@ -326,12 +327,12 @@ def test_search_index_follows_updates_and_deletes(client, auth):
         bundle = client.get(f"/fhir/Patient?identifier={CURP_SYSTEM}|{curp}", headers=auth).json()
         return [e["resource"]["id"] for e in bundle["entry"]]
 
-    client.put(f"/fhir/Patient/{pid}", json={**patient(curp="MAHL850101MJCRRS09"), "id": pid}, headers=auth)
-    assert found("PEGJ900504HDFXRN07") == [] and found("MAHL850101MJCRRS09") == [pid]
+    client.put(f"/fhir/Patient/{pid}", json={**patient(curp="MAHL850101MJCRRS00"), "id": pid}, headers=auth)
+    assert found("PEGJ900504HDFXRN08") == [] and found("MAHL850101MJCRRS00") == [pid]
     client.delete(f"/fhir/Patient/{pid}", headers=auth)
-    assert found("MAHL850101MJCRRS09") == []
+    assert found("MAHL850101MJCRRS00") == []
     client.put(f"/fhir/Patient/{pid}", json={**patient(), "id": pid}, headers=auth)
-    assert found("PEGJ900504HDFXRN07") == [pid]
+    assert found("PEGJ900504HDFXRN08") == [pid]
 
 
 def test_audit_failure_fails_closed(client, services, auth):

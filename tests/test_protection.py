@@ -15,6 +15,7 @@ from expediente.db.migrate import upgrade
 from expediente.ops.protection import RateLimits, TokenBuckets
 from expediente.security.accounts import add_account
 from expediente.security.principal import Principal
+from tests.mx_examples import mx_patient
 
 PASSWORD = "contraseña-de-prueba-segura"
 ORIGIN = "https://portal.hospital.example"
@@ -114,7 +115,7 @@ def test_cors_preflight_without_token_and_exposed_headers(make_client):
     token = _token(client)
     created = client.post(
         "/fhir/Patient",
-        json={"resourceType": "Patient", "gender": "female"},
+        json=mx_patient(),
         headers={"Origin": ORIGIN, "Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"},
     )
     assert created.status_code == 201

@@ -5,11 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 
 import orjson
+import pytest
 import sqlalchemy as sa
 
 from expediente.db.migrate import upgrade
 from expediente.db.schema import INDEX_TABLES, resource
 from expediente.fhir import reindex
+
+pytestmark = pytest.mark.generic_fhir  # minimal resources: Mexican profiles only where declared
 
 CURP = "urn:oid:2.16.840.1.113883.4.629"
 

@@ -13,6 +13,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+pytestmark = pytest.mark.generic_fhir  # minimal resources: Mexican profiles only where declared
+
 CURP = "urn:oid:2.16.840.1.113883.4.629"
 CIE10 = "http://hl7.org/fhir/sid/icd-10"
 LOINC = "http://loinc.org"

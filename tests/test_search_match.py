@@ -14,6 +14,8 @@ from expediente.fhir.search.clauses import SearchError, split_token, split_value
 from expediente.fhir.search.engine import match_query
 from expediente.fhir.search.extract import extract_index, patient_key
 
+pytestmark = pytest.mark.generic_fhir  # minimal resources: Mexican profiles only where declared
+
 CURP = "urn:oid:2.16.840.1.113883.4.629"
 FATHERS = "http://hl7.org/fhir/StructureDefinition/humanname-fathers-family"
 MOTHERS = "http://hl7.org/fhir/StructureDefinition/humanname-mothers-family"

@@ -53,6 +53,8 @@ from expediente.fhir.store import Caller, ResourceStore
 from expediente.security.access import AccessGate
 from expediente.security.principal import Principal
 
+pytestmark = pytest.mark.generic_fhir  # minimal resources: Mexican profiles only where declared
+
 CALLER = Caller(Principal(subject="oraculo-de-busqueda", kind="system", role="system"), "pruebas")
 
 LOINC = "http://loinc.org"

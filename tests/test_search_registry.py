@@ -19,6 +19,8 @@ from expediente.fhir.search.registry import (
     params_for,
 )
 
+pytestmark = pytest.mark.generic_fhir  # minimal resources: Mexican profiles only where declared
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFINITIONS = ROOT / "src" / "expediente" / "fhir" / "definitions"
 SHARED = Path("/work/shared/fhir-r4")

@@ -6,6 +6,8 @@ import pytest
 
 from expediente.fhir.resource_types import SERVED_TYPES, SERVER_WRITTEN_ONLY
 
+pytestmark = pytest.mark.generic_fhir  # minimal resources: Mexican profiles only where declared
+
 P = {"reference": "Patient/p1"}
 CC = {"coding": [{"system": "http://loinc.org", "code": "2345-7"}], "text": "Glucosa"}
 

@@ -20,6 +20,8 @@ from expediente.fhir.shaping import (
     summary_elements,
 )
 
+pytestmark = pytest.mark.generic_fhir  # minimal resources: Mexican profiles only where declared
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFINITIONS = ROOT / "src" / "expediente" / "fhir" / "definitions"
 DERIVED = DEFINITIONS / "summary_elements.json"

@@ -18,10 +18,12 @@ from cryptography.x509.oid import NameOID
 from typer.testing import CliRunner
 
 from expediente.db.schema import resource, resource_history
+from expediente.mx.nom004 import BY_CODE, section_narrative
 from expediente.security import signature as fea
+from tests.mx_examples import mx_patient
 
 CURP_SYSTEM = "urn:oid:2.16.840.1.113883.4.629"
-CURP = "GOLM800101MDFRPR09"
+CURP = "GOLM800101MDFRPR04"
 RFC = "GOLM800101AB1"
 NOW = datetime.now(UTC)
 
@@ -103,10 +105,14 @@ def clinic(client, make_token):
     """A patient, a physician (Practitioner with CURP and RFC) who cares for them (an
     encounter names her), and her bearer token. The hospital's system client registers them."""
     admin = {"Authorization": f"Bearer {make_token('system')}"}
-    patient = client.post("/fhir/Patient", json={"resourceType": "Patient", "name": [{"family": "Pérez"}]}, headers=admin).json()
+    patient = client.post("/fhir/Patient", json=mx_patient(first="Pérez", second=None), headers=admin).json()
     practitioner = {
         "resourceType": "Practitioner",
-        "identifier": [{"system": CURP_SYSTEM, "value": CURP}, {"system": "urn:mx:sat:rfc", "value": RFC}],
+        "identifier": [
+            {"system": CURP_SYSTEM, "value": CURP},
+            {"system": "urn:mx:sat:rfc", "value": RFC},
+            {"system": "urn:oid:2.16.840.1.113883.3.215.12.18", "value": "7654321"},
+        ],
         "name": [{"family": "González López", "given": ["María"]}],
     }
     prac = client.post("/fhir/Practitioner", json=practitioner, headers=admin).json()
@@ -116,10 +122,12 @@ def clinic(client, make_token):
         "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
         "subject": {"reference": f"Patient/{patient['id']}"},
         "participant": [{"individual": {"reference": f"Practitioner/{prac['id']}"}}],
+        "period": {"start": "2026-12-01T09:30:00Z"},
     }
-    assert client.post("/fhir/Encounter", json=encounter, headers=admin).status_code == 201
+    r = client.post("/fhir/Encounter", json=encounter, headers=admin)
+    assert r.status_code == 201, r.text
     token = make_token("physician", practitioner_ref=f"Practitioner/{prac['id']}")
-    return {"patient": patient["id"], "practitioner": prac["id"], "auth": {"Authorization": f"Bearer {token}"}, "admin": admin}
+    return {"patient": patient["id"], "practitioner": prac["id"], "encounter": r.json()["id"], "auth": {"Authorization": f"Bearer {token}"}, "admin": admin}
 
 
 def note(clinic, text="Dolor torácico atípico; se descarta síndrome coronario agudo.", **extra) -> dict:
@@ -131,7 +139,12 @@ def note(clinic, text="Dolor torácico atípico; se descarta síndrome coronario
         "date": "2026-12-01T10:00:00Z",
         "author": [{"reference": f"Practitioner/{clinic['practitioner']}"}],
         "title": "Nota de evolución",
-        "section": [{"title": "Evolución", "text": {"status": "generated", "div": f'<div xmlns="http://www.w3.org/1999/xhtml">{text}</div>'}}],
+        "encounter": {"reference": f"Encounter/{clinic['encounter']}"},
+        # NOM-004 6.2: the evolution first, then the other sections of a nota de evolución.
+        "section": [
+            section_narrative(s, f'<div xmlns="http://www.w3.org/1999/xhtml">{text if s.code == "evolucion" else s.display}</div>')
+            for s in BY_CODE["nota-evolucion"].sections
+        ],
         **extra,
     }
 

@@ -18,7 +18,7 @@ from expediente.api_common import error_response, outcome_response
 from expediente.config import Settings, load_settings
 from expediente.db.engine import make_engine, make_read_engine
 from expediente.fhir import api as fhir_api
-from expediente.fhir import signature_api, terminology_api
+from expediente.fhir import profile_api, signature_api, terminology_api
 from expediente.fhir.errors import FhirError
 from expediente.db.statistics import StatisticsRefresher
 from expediente.fhir.store import ResourceStore
@@ -26,6 +26,7 @@ from expediente.mpi import link_api
 from expediente.mpi.linking import Linker
 from expediente.mpi import match_api
 from expediente.ops import metrics
+from expediente.records import purge_api
 from expediente.ops.middleware import Authenticate, BodyLimit, Observe
 from expediente.ops.protection import AddressRateLimit, Cors, PrincipalRateLimit, RateLimits, SecurityHeaders, cors_origins, uses_https
 from expediente.security import api as auth_api
@@ -57,7 +58,7 @@ class Services:
         reader = make_read_engine(settings, engine)
         audit = AuditWriter(engine)
         gate = AccessGate(audit)
-        store = ResourceStore(engine, gate, reader)
+        store = ResourceStore(engine, gate, reader, profiles=settings.profiles)
         # The master patient index links each new registration to the person's other records.
         linker = Linker(store, base=settings.public_base + "/fhir")
         if settings.mpi_autolink:
@@ -138,6 +139,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             *link_api.routes,
             *terminology_api.routes,  # CodeSystem, ValueSet and their operations
             *match_api.routes,
+            *profile_api.routes,  # StructureDefinition, $validate
+            *purge_api.routes,  # Patient/$purge (retention)
             *fhir_api.routes,
         ],
         exception_handlers={FhirError: _fhir_error, HTTPException: _http_error, Exception: _unexpected},

@@ -891,5 +891,41 @@ def mpi_dedupe(
     typer.echo(f"{len(patients)} pacientes, {len(pairs)} pares candidatos ({certain} con probabilidad >= {batch.CERTAIN_PROBABILITY}) en {out}")
 
 
+# ---- record: retention and purge of a patient's clinical record (records/retention.py) ----
+record_app = typer.Typer(help="Expediente clínico: retención (NOM-004, 5 años) y depuración.", no_args_is_help=True)
+app.add_typer(record_app, name="record")
+
+
+@record_app.command("purge")
+def record_purge(
+    patient_id: Annotated[str, typer.Argument(help="id del Patient cuyo expediente se depura")],
+    yes: Annotated[bool, typer.Option("--yes", help="no pedir confirmación")] = False,
+) -> None:
+    """Depurar (borrar físicamente) el expediente de un paciente, solo 5 años después de su último acto médico."""
+    from expediente.app import Services
+    from expediente.fhir.errors import FhirError
+    from expediente.fhir.store import Caller
+    from expediente.records import retention
+    from expediente.security.principal import Principal
+
+    if not yes:
+        typer.confirm(f"¿Depurar definitivamente el expediente de Patient/{patient_id}?", abort=True)
+    settings = _settings()
+    services = Services.build(settings)
+    caller = Caller(Principal(subject="expediente-cli", kind="system", role="system"), "cli")
+    try:
+        result = retention.purge(services.store, caller, patient_id)
+    except FhirError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    finally:
+        services.close()
+    last = result.last_act.isoformat() if result.last_act else "ninguno"
+    console.print(f"Expediente de Patient/{patient_id} depurado (último acto médico: {last}); la bitácora lo registra.")
+    for table, n in sorted(result.removed.items()):
+        if n:
+            print(f"{table}\t{n}")
+
+
 if __name__ == "__main__":
     app()

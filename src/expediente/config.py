@@ -101,6 +101,10 @@ class Settings:
     signature_time_tolerance_seconds: int = 600
     # The certificate's CURP or RFC must match one of the signer's Practitioner identifiers.
     signature_require_identity_match: bool = True
+    # Mexican profiles on write (docs/profiles.md): "mx" every Patient, Practitioner,
+    # Organization, Coverage, Encounter and NOM-004 document must conform; "declared" only
+    # resources naming one of the profiles in meta.profile.
+    profiles: str = "mx"
     extra: dict = field(default_factory=dict)
 
     @property

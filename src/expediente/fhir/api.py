@@ -332,6 +332,7 @@ async def system_interaction(request: Request) -> Response:
         page_size=settings.page_size_default,
         page_size_max=settings.page_size_max,
         prefer=request.headers.get("prefer", ""),
+        profiles=_store(request).profiles,
     )
     result = await run_in_threadpool(process_bundle, _store(request), caller_of(request), body, options)
     return fhir_response(result)

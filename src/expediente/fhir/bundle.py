@@ -72,6 +72,7 @@ class BundleOptions:
     page_size: int = 50  # _count of a search entry when it names none
     page_size_max: int = 500
     prefer: str = ""  # the request's Prefer header (return=minimal | representation | OperationOutcome)
+    profiles: str = "mx"  # Mexican profiles mode of the store (settings.profiles)
 
 
 def process_bundle(store: ResourceStore, caller: Caller, body: dict, options: BundleOptions) -> dict:
@@ -305,7 +306,7 @@ def _bad_url(entry: _Entry, expected: str) -> FhirError:
 def _check_post(entry: _Entry, raw: dict, request: dict, options: BundleOptions) -> None:
     if entry.res_id is not None or entry.history or entry.query is not None:
         raise _bad_url(entry, "solo el tipo de recurso (p. ej. 'Patient')")
-    entry.resource = _resource_of(entry, raw)
+    entry.resource = _resource_of(entry, raw, options)
     if_none_exist = request.get("ifNoneExist")
     if if_none_exist is not None:
         _set_condition(entry, _text(if_none_exist, "request.ifNoneExist"))
@@ -315,7 +316,7 @@ def _check_post(entry: _Entry, raw: dict, request: dict, options: BundleOptions)
 def _check_put(entry: _Entry, raw: dict, request: dict, options: BundleOptions) -> None:
     if entry.history or (entry.res_id is None) == (entry.query is None):
         raise _bad_url(entry, "'Tipo/id' o 'Tipo?condición'")
-    entry.resource = _resource_of(entry, raw)
+    entry.resource = _resource_of(entry, raw, options)
     body_id = entry.resource.get("id")
     if entry.res_id is not None and body_id != entry.res_id:
         raise _invalid(
@@ -352,12 +353,12 @@ def _check_read(entry: _Entry, raw: dict, request: dict, options: BundleOptions)
 _CHECKS = {"POST": _check_post, "PUT": _check_put, "DELETE": _check_delete, "GET": _check_read, "HEAD": _check_read}
 
 
-def _resource_of(entry: _Entry, raw: dict) -> dict:
+def _resource_of(entry: _Entry, raw: dict, options: BundleOptions) -> dict:
     _check_writable(entry.res_type)
     resource = raw.get("resource")
     if not isinstance(resource, dict):
         raise _invalid(f"{entry.method} requiere el recurso en la entrada (resource)", "resource", "required")
-    _validated_client(resource, entry.res_type)
+    _validated_client(resource, entry.res_type, options.profiles)
     return resource
 
 

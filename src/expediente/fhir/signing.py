@@ -23,10 +23,10 @@ from expediente.config import Settings
 from expediente.fhir.errors import FhirError
 from expediente.fhir.signature_lock import AUTHOR_SIGNATURE, JOSE, SIGNABLE_TYPES, is_signature
 from expediente.fhir.store import Caller, ResourceStore, Stored, _prepare, _validated, check_id, instant, new_id
+from expediente.mx.systems import CURP_SYSTEM
 from expediente.security import signature as fea
 
 SIGNER_ROLES = frozenset({"physician", "nurse", "radiologist"})
-CURP_SYSTEM = "urn:oid:2.16.840.1.113883.4.629"
 # Kept beside each signature by the server: the SHA-256 of the canonical form it verified,
 # so a later failure can tell a changed document from an altered signature.
 DIGEST_EXTENSION = "https://expediente.mx/fhir/StructureDefinition/signed-content-sha256"

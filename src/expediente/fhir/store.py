@@ -44,6 +44,8 @@ from expediente.fhir.validation import ResourceInvalid, validate_resource
 from expediente.mpi.person import person_records
 from expediente.mx.condition_rules import check_condition
 from expediente.mx.diagnosis import cie10_catalog
+from expediente.mx.profiles import check_mode
+from expediente.mx.profiles.enforcement import enforce_profiles, refuse_erasure
 from expediente.security import policy
 from expediente.security.access import Access, AccessGate
 from expediente.security.care import CARE_TYPES
@@ -168,10 +170,12 @@ def _validated(resource_json: dict, res_type: str) -> None:
         ) from None
 
 
-def _validated_client(resource_json: dict, res_type: str) -> None:
-    """A resource as a client writes it: valid, and not an electronic signature (only the
-    document's $sign operation, which verifies it, records those)."""
+def _validated_client(resource_json: dict, res_type: str, profiles: str = "mx") -> None:
+    """A resource as a client writes it: valid, conforming to the Mexican profiles (``profiles``
+    mode, 422), and not an electronic signature (only the document's $sign operation, which
+    verifies it, records those)."""
     _validated(resource_json, res_type)
+    enforce_profiles(resource_json, profiles)
     if res_type == "Provenance" and is_signature_provenance(resource_json):
         raise FhirError.of(
             422,
@@ -257,8 +261,10 @@ def _parse_conditional(res_type: str, query: str) -> list[tuple[str, str]]:
 
 
 class ResourceStore:
-    def __init__(self, engine: sa.Engine, gate: AccessGate, reader: sa.Engine | None = None):
+    def __init__(self, engine: sa.Engine, gate: AccessGate, reader: sa.Engine | None = None, profiles: str = "mx"):
         self.engine = engine
+        check_mode(profiles)
+        self.profiles = profiles  # Mexican profiles mode: "mx" | "declared"
         self._committer = GroupCommitter(engine, name="fhir-writes")
         self.reader = reader or engine  # single-statement reads (autocommit pool on PostgreSQL)
         self.gate = gate
@@ -526,7 +532,7 @@ class ResourceStore:
 
     def create(self, caller: Caller, res_type: str, body: dict, *, if_none_exist: str | None = None) -> WriteResult:
         _check_writable(res_type)
-        _validated_client(body, res_type)
+        _validated_client(body, res_type, self.profiles)
         res_id = new_id()
         prepared = _prepare(body, res_id)
         conditions = _parse_conditional(res_type, if_none_exist) if if_none_exist is not None else None
@@ -538,11 +544,12 @@ class ResourceStore:
     ) -> WriteResult:
         _check_writable(res_type)
         check_id(res_id)
-        _validated_client(body, res_type)
+        _validated(body, res_type)  # structure first: the id check below reads the body
         if body.get("id") != res_id:
             raise errors.bad_request(
                 f"El id del cuerpo ('{body.get('id')}') no coincide con el de la URL ('{res_id}')", expression=f"{res_type}.id"
             )
+        _validated_client(body, res_type, self.profiles)
         expected = _etag_version(if_match) if if_match is not None else None
         prepared = _prepare(body, res_id)
         return self._commit(lambda conn: self._update_in(conn, caller, res_type, res_id, prepared, expected), caller)
@@ -552,7 +559,7 @@ class ResourceStore:
     ) -> WriteResult:
         """PUT [type]?[search]: update the one match, create when none, 412 when several."""
         _check_writable(res_type)
-        _validated_client(body, res_type)
+        _validated_client(body, res_type, self.profiles)
         conditions = _parse_conditional(res_type, query)
         expected = _etag_version(if_match) if if_match is not None else None
 
@@ -730,7 +737,7 @@ class ResourceStore:
             res_type, res_id = res.get("resourceType"), res.get("id")
             _check_writable(res_type)
             check_id(res_id or "")
-            _validated_client(res, res_type)
+            _validated_client(res, res_type, self.profiles)
             prepared = _prepare(res, res_id)
             key = prepared.patient_key
             payload = _finalize(res, res_type, res_id, 1, ts)
@@ -799,6 +806,7 @@ class ResourceStore:
         if denied is not None or current is None or current.deleted:
             return None, denied
         refuse_change_if_signed(conn, current)
+        refuse_erasure(res_type, current.body, self.profiles)
         stored = Stored(res_type, res_id, current.version_id + 1, utcnow(), True, b"", current.patient_key, "DELETE")
         self._write_rows(conn, stored, current, index_rows=None)
         return stored, None

@@ -30,3 +30,15 @@ BIRTH_STATE_URL = "http://expediente.mx/fhir/StructureDefinition/entidad-nacimie
 BIRTH_PLACE_URL = "http://hl7.org/fhir/StructureDefinition/patient-birthPlace"
 FATHERS_FAMILY_URL = "http://hl7.org/fhir/StructureDefinition/humanname-fathers-family"
 MOTHERS_FAMILY_URL = "http://hl7.org/fhir/StructureDefinition/humanname-mothers-family"
+# Not registered: Expediente's own systems for what NOM-004 and the institutions define.
+POLICY_SYSTEM = "http://expediente.mx/fhir/sid/poliza"
+INCAPACITY_FOLIO_SYSTEM = "http://expediente.mx/fhir/sid/folio-incapacidad"
+# Derechohabiencia (affiliation): IMSS, ISSSTE, IMSS-BIENESTAR, PEMEX, SEDENA, SEMAR, PRIVADO, NINGUNA.
+AFFILIATION_SYSTEM = "http://expediente.mx/fhir/CodeSystem/derechohabiencia"
+# Sections NOM-004-SSA3-2012 requires in each document (Composition.section.code).
+SECTION_SYSTEM = "http://expediente.mx/fhir/CodeSystem/seccion-nom004"
+# Certificado de incapacidad temporal para el trabajo: days granted and insurance branch (ramo).
+INCAPACITY_DAYS_URL = "http://expediente.mx/fhir/StructureDefinition/incapacidad-dias"
+INCAPACITY_BRANCH_URL = "http://expediente.mx/fhir/StructureDefinition/incapacidad-ramo"
+# Canonical URLs of Expediente's profiles: PROFILE_BASE + profile id.
+PROFILE_BASE = "http://expediente.mx/fhir/StructureDefinition/"

@@ -38,14 +38,15 @@ import sqlalchemy as sa
 
 from expediente.db.schema import care_link, consent_directive, idx_token, person_link
 from expediente.fhir.resource_types import SERVED
+from expediente.mx.systems import CLUES_SYSTEM
 from expediente.ops.metrics import POLICY_SECONDS
 from expediente.security.principal import Principal
 from expediente.security.scopes import ACTION_LETTER, ROLE_DEFAULT_SCOPES, granting_contexts, parse_scopes
 
-CLUES_SYSTEM = "urn:oid:2.16.840.1.113883.4.631"
-
 READS = frozenset({"read", "vread", "history", "search", "everything"})
 WRITES = frozenset({"create", "update", "delete"})
+# Physical removal of a patient's record once its retention is over (records/retention.py).
+PURGE = "purge"
 
 # Not patient data: who and where care is given, and what is given.
 DIRECTORY = frozenset({"Practitioner", "PractitionerRole", "Organization", "Location", "Medication"})
@@ -92,6 +93,8 @@ class TypeDecision:
 def type_decision(principal: Principal, action: str, res_type: str | None) -> TypeDecision:
     """May this role, with this token's scopes, do ``action`` on ``res_type`` at all?"""
     role = principal.role
+    if action == PURGE and (role != "system" or res_type != "Patient"):
+        return TypeDecision(False, "solo la cuenta de sistema de la institución puede depurar un expediente (Patient/$purge)")
     readable, writable = ROLE_TYPES.get(role, (frozenset(), frozenset()))
     if res_type is None:  # system-wide history: every type the role reads
         allowed = bool(readable) and action in READS

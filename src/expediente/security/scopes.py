@@ -39,6 +39,7 @@ ACTION_LETTER: dict[str, str] = {
     "history": "r",
     "update": "u",
     "delete": "d",
+    "purge": "d",  # removing a record after its retention: a delete scope
     "search": "s",
     "everything": "s",
 }

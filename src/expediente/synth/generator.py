@@ -48,7 +48,29 @@ from pathlib import Path
 
 import orjson
 
+from expediente.mx.affiliation import AFFILIATIONS
 from expediente.mx.curp import build_curp
+from expediente.mx.identifiers import nss_check_digit
+from expediente.mx.nom004 import BY_CODE as DOCUMENT_TYPES
+from expediente.mx.nom004 import section_narrative
+from expediente.mx.systems import (  # noqa: F401 - re-exported: tests and tools read them from here
+    AFFILIATION_SYSTEM,
+    BIRTH_PLACE_URL,
+    BIRTH_STATE_URL,
+    CEDULA_SYSTEM,
+    CLUES_SYSTEM,
+    CURP_SYSTEM,
+    DOCUMENT_TYPE_SYSTEM,
+    FATHERS_FAMILY_URL,
+    INCAPACITY_BRANCH_URL,
+    INCAPACITY_DAYS_URL,
+    INCAPACITY_FOLIO_SYSTEM,
+    INSTITUTION_SYSTEM,
+    MOTHERS_FAMILY_URL,
+    NSS_SYSTEM,
+    POLICY_SYSTEM,
+    RENAPO_STATE_SYSTEM,
+)
 from expediente.mx.states import ENTIDADES, NACIDO_EN_EL_EXTRANJERO, Entidad
 from expediente.synth import catalogs as cat
 from expediente.synth.names import FEMALE_GIVEN, MALE_GIVEN, SURNAMES, given_parts
@@ -57,19 +79,6 @@ from expediente.synth.names import FEMALE_GIVEN, MALE_GIVEN, SURNAMES, given_par
 # Systems and URLs
 # ------------------------------------------------------------------------------------------------
 
-CURP_SYSTEM = "urn:oid:2.16.840.1.113883.4.629"
-NSS_SYSTEM = "http://expediente.mx/fhir/sid/imss-nss"
-CLUES_SYSTEM = "urn:oid:2.16.840.1.113883.4.631"
-CEDULA_SYSTEM = "urn:oid:2.16.840.1.113883.3.215.12.18"
-INSTITUTION_SYSTEM = "http://expediente.mx/fhir/sid/institucion"
-POLICY_SYSTEM = "http://expediente.mx/fhir/sid/poliza"
-INCAPACITY_FOLIO_SYSTEM = "http://expediente.mx/fhir/sid/folio-incapacidad"
-DOCUMENT_TYPE_SYSTEM = "http://expediente.mx/fhir/CodeSystem/tipo-documento"
-RENAPO_STATE_SYSTEM = "http://expediente.mx/fhir/CodeSystem/entidad-renapo"
-BIRTH_STATE_URL = "http://expediente.mx/fhir/StructureDefinition/entidad-nacimiento"
-BIRTH_PLACE_URL = "http://hl7.org/fhir/StructureDefinition/patient-birthPlace"
-FATHERS_FAMILY_URL = "http://hl7.org/fhir/StructureDefinition/humanname-fathers-family"
-MOTHERS_FAMILY_URL = "http://hl7.org/fhir/StructureDefinition/humanname-mothers-family"
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 V3_ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 PARTICIPATION_TYPE = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
@@ -171,13 +180,13 @@ def _family(first: str, second: str | None) -> tuple[str, dict]:
     return first, {"extension": ext}
 
 
-def _luhn_digit(digits: str) -> str:
-    """IMSS NSS check digit: Luhn over the first 10 digits (weights 1, 2, 1, 2... from the left)."""
-    total = 0
-    for i, ch in enumerate(digits):
-        d = int(ch) * (2 if i % 2 else 1)
-        total += d - 9 if d > 9 else d
-    return str((10 - total % 10) % 10)
+def _affiliation(inst: cat.Institution) -> dict:
+    """The derechohabiencia coding of a Coverage (mx/affiliation.py)."""
+    return {"system": AFFILIATION_SYSTEM, "code": inst.key, "display": AFFILIATIONS[inst.key]}
+
+
+def _div(text: str) -> str:
+    return f'<div xmlns="{XHTML_NS}"><p>{escape(text, quote=False)}</p></div>'
 
 
 def _days_text(days: int) -> str:
@@ -532,7 +541,7 @@ class _PatientBuilder:
         if inst.key == "IMSS":
             reg_year = min(as_of.year, birth.year + max(0, min(age_now, 16 + rng.randrange(12))))
             body = f"{rng.randrange(1, 100):02d}{reg_year % 100:02d}{birth.year % 100:02d}{rng.randrange(10000):04d}"
-            nss = body + _luhn_digit(body)
+            nss = body + nss_check_digit(body)
             identifiers.append(
                 {"use": "secondary", "type": {"text": "Número de Seguridad Social (IMSS)"}, "system": NSS_SYSTEM, "value": nss}
             )
@@ -587,12 +596,12 @@ class _PatientBuilder:
             insurer_key = reg._insurer_keys[rng.randrange(len(reg._insurer_keys))]
             payor = reg.insurer_ids[insurer_key]
             coverage["identifier"] = [{"system": POLICY_SYSTEM, "value": f"{insurer_key}-{rng.randrange(10**9):09d}"}]
-            coverage["type"] = {"coding": [{"system": V3_ACT_CODE, "code": "HIP", "display": "health insurance plan policy"}], "text": inst.coverage_text}
+            coverage["type"] = {"coding": [{"system": V3_ACT_CODE, "code": "HIP", "display": "health insurance plan policy"}, _affiliation(inst)], "text": inst.coverage_text}
         else:
             payor = reg.institution_ids[inst.key]
             if nss:
                 coverage["identifier"] = [{"system": NSS_SYSTEM, "value": nss}]
-            coverage["type"] = {"coding": [{"system": V3_ACT_CODE, "code": "PUBLICPOL", "display": "public healthcare"}], "text": inst.coverage_text}
+            coverage["type"] = {"coding": [{"system": V3_ACT_CODE, "code": "PUBLICPOL", "display": "public healthcare"}, _affiliation(inst)], "text": inst.coverage_text}
         if nss:
             coverage["subscriberId"] = nss
         coverage["beneficiary"] = {"reference": self.pref}
@@ -906,7 +915,7 @@ class _PatientBuilder:
 
         # Progress note
         out.append(
-            self._note(kind, ordinal, age, reason_codings, prescriptions, eref, author_ref, org_ref, end_dt, end_ord - ordinal)
+            self._note(kind, ordinal, age, reason_codings, prescriptions, eref, author_ref, org_ref, end_dt, end_ord - ordinal, panels)
         )
 
         # Prescriptions
@@ -1021,6 +1030,10 @@ class _PatientBuilder:
                 {
                     "resourceType": "DocumentReference",
                     "id": _uuid4(rng.getrandbits),
+                    "extension": [
+                        {"url": INCAPACITY_DAYS_URL, "valuePositiveInt": days},
+                        {"url": INCAPACITY_BRANCH_URL, "valueString": branch},
+                    ],
                     "identifier": [{"system": INCAPACITY_FOLIO_SYSTEM, "value": folio}],
                     "status": "current",
                     "docStatus": "final",
@@ -1054,7 +1067,7 @@ class _PatientBuilder:
                 }
             )
 
-    def _note(self, kind, ordinal, age, reason_codings, prescriptions, eref, author_ref, org_ref, end_dt, stay_days) -> dict:
+    def _note(self, kind, ordinal, age, reason_codings, prescriptions, eref, author_ref, org_ref, end_dt, stay_days, panels) -> dict:
         rng = self.rng
         female = self.sex == "female"
         if age >= 1:
@@ -1091,23 +1104,38 @@ class _PatientBuilder:
                 f"{who} hospitalizado(a) por {dx}; estancia de {_days_text(max(1, stay_days))}. {vitals}. "
                 f"Tratamiento: {plan}. Evolución favorable; egreso por mejoría."
             )
+        # The sections of NOM-004-SSA3-2012 6.2, the first one the whole narrative (no extra
+        # random draws: the rest of the population stays as it was).
+        results = (
+            "Se solicitan: " + ", ".join(cat.LAB_PANELS[p][0] for p in panels) + "; resultados por reportar."
+            if panels
+            else "Sin estudios de laboratorio o gabinete en esta consulta."
+        )
+        outlook = "Bueno para la vida y la función." if kind in ("acute", "control") else "Reservado a evolución; bueno a corto plazo."
+        contents = {
+            "evolucion": text,
+            "signos-vitales": vitals + ".",
+            "resultados-estudios": results,
+            "diagnosticos": dx + ".",
+            "pronostico": outlook,
+            "tratamiento": plan + ".",
+        }
+        doc = DOCUMENT_TYPES["nota-evolucion"]
         return {
             "resourceType": "Composition",
             "id": _uuid4(rng.getrandbits),
             "status": "final",
-            "type": {"coding": [{"system": cat.LOINC_SYSTEM, "code": "11506-3", "display": "Progress note"}], "text": "Nota de evolución"},
+            "type": {
+                "coding": [{"system": cat.LOINC_SYSTEM, "code": "11506-3", "display": "Progress note"}, doc.coding()],
+                "text": "Nota de evolución",
+            },
             "subject": {"reference": self.pref},
             "encounter": {"reference": eref},
             "date": end_dt,
             "author": [{"reference": author_ref}],
             "title": "Nota de evolución",
             "custodian": {"reference": org_ref},
-            "section": [
-                {
-                    "title": "Nota de evolución",
-                    "text": {"status": "generated", "div": f'<div xmlns="{XHTML_NS}"><p>{escape(text, quote=False)}</p></div>'},
-                }
-            ],
+            "section": [section_narrative(sec, _div(contents[sec.code])) for sec in doc.sections],
         }
 
 
