@@ -8,6 +8,7 @@ institution), as a hospital's systems would load it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 
 from starlette.testclient import TestClient
 
@@ -86,10 +87,11 @@ def build_world(client: TestClient, auth: dict) -> World:
         )
     for who in ("physician", "nurse", "radiologist", "imaging_technician", "physician_b"):
         w.prac[who] = post(client, auth, mx_practitioner(who.replace("_", " "), cedula=str(1000000 + len(w.prac))))
-    for tag in ("care", "none", "consent", "label"):
+    for day, tag in enumerate(("care", "none", "consent", "label"), start=1):
         family = f"Apellido{tag.capitalize()}"
         w.family[tag] = family
-        patient = mx_patient(first=family, second=None)
+        # Four different people (their own CURPs): the master patient index must not link them.
+        patient = mx_patient(first=family, second=None, born=date(1985, 3, day))
         patient["name"] = [{"use": "official", "family": family, "given": ["María"]}]
         w.patient[tag] = post(client, auth, patient)
     # Care relationships: the physician of A sees "care", "consent" and "label" (and so does

@@ -299,14 +299,15 @@ def compare(a: PersonFeatures, b: PersonFeatures) -> Comparison:
         score = min(_posterior(weight), POSSIBLE / 2)
         return Comparison(score, None, ("CURP distintas", *reasons), weight)
     curp_a, curp_b = a.curp or a.curp_other, b.curp or b.curp_other
-    if curp_a and curp_b and curp_a != curp_b and _digit_typo(curp_a, curp_b):
+    curp_typo = bool(curp_a and curp_b and curp_a != curp_b and _digit_typo(curp_a, curp_b))
+    if curp_typo:
         weight += _w(0.02, 1e-5)
         reasons.insert(0, "CURP con un carácter distinto (posible error de captura)")
     score = _posterior(weight)
     grade = grade_of(score)
-    if curp_a and curp_b and curp_a != curp_b and grade_rank(grade) > grade_rank("probable"):
-        # Two records that each carry a CURP, and not the same one, are never linked without a
-        # person looking: a capture error is as likely as a namesake.
+    if curp_a and curp_b and curp_a != curp_b and not curp_typo and grade_rank(grade) > grade_rank("probable"):
+        # Two records that each carry a CURP, and not the same one nor one capture error
+        # apart, are never linked without a person looking.
         grade = "probable"
         score = min(score, (PROBABLE + AUTO_LINK_THRESHOLD) / 2)
         reasons.append("CURP distintas en los dos registros: requiere revisión")
