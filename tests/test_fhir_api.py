@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import sqlalchemy as sa
 from starlette.testclient import TestClient
 
 from expediente.db.schema import audit_log, resource, resource_history
+from tests.mx_examples import mx_patient
 
 CURP_SYSTEM = "urn:oid:2.16.840.1.113883.4.629"
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
@@ -231,7 +234,9 @@ def test_unexpected_errors_do_not_leak(client, services, auth, monkeypatch):
 
 
 def test_history_paging_with_cursor(client, auth):
-    ids = {client.post("/fhir/Patient", json=patient(given=f"Nombre{i}"), headers=auth).json()["id"] for i in range(5)}
+    # Five different people (the same CURP five times would be one person: the MPI links them).
+    people = [mx_patient(given=f"Nombre{i}", born=date(1990, 5, i + 1)) for i in range(5)]
+    ids = {client.post("/fhir/Patient", json=p, headers=auth).json()["id"] for p in people}
     seen, url, pages = [], "/fhir/Patient/_history?_count=2", 0
     while url:
         bundle = client.get(url.replace("http://testserver", ""), headers=auth).json()

@@ -24,8 +24,8 @@ from expediente.db.engine import write_transaction
 from expediente.db.schema import INDEX_TABLES, resource, resource_history
 from expediente.fhir import errors
 from expediente.fhir.errors import FhirError
-from expediente.security.access import Access, Decision, decide
-from expediente.security.audit import AuditEntry, AuditWriter
+from expediente.security.access import Access, AccessGate, Decision, decide
+from expediente.security.audit import AuditWriter
 from expediente.security.policy import PURGE
 
 RETENTION_YEARS = 5
@@ -155,27 +155,13 @@ def purge(store, caller, patient_id: str, *, today: date | None = None) -> Purge
         if problem is not None:
             decision = Decision(False, str(problem)[:255])
         # A refusal commits its audit entry alone; a purge commits with its entry.
-        AuditWriter.record_in(conn, [_entry(principal, access, decision, caller.source)])
+        AuditWriter.record_in(conn, [AccessGate._entry(principal, access, decision, caller.source)])
         removed = _remove(conn, patient_id) if decision.allowed else {}
     if problem is not None:
         raise problem
     if not decision.allowed:
         raise FhirError.of(403, f"Acceso denegado: {decision.reason}", "forbidden")
     return PurgeResult(patient_id, last_act, removed)
-
-
-def _entry(principal, access: Access, decision: Decision, source) -> AuditEntry:
-    return AuditEntry(
-        actor=principal.subject,
-        role=principal.role,
-        action=access.action,
-        res_type=access.res_type,
-        res_id=access.res_id,
-        patient_key=access.patient_key,
-        outcome="allowed" if decision.allowed else "denied",
-        reason=decision.reason[:255],
-        source=source,
-    )
 
 
 def _remove(conn: sa.Connection, patient_id: str) -> dict[str, int]:
