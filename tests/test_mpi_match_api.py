@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from expediente.db.schema import audit_log
 from expediente.mpi.match_api import MATCH_GRADE_URL
 from mpi_people import person
+from mx_examples import mx_encounter, mx_practitioner
 
 CLUES_A = "DFIMS000001"
 LUPE = dict(first="Hernández", second="Cruz", given=["María", "Guadalupe"], birth="1979-12-03", sex="female", state="DF")
@@ -88,18 +89,10 @@ def test_match_needs_authentication(client):
 
 def test_physician_sees_only_patients_in_care_and_the_search_is_audited(client, auth, services, make_token):
     imss, issste, twin = _world(client, auth)
-    prac = _post(client, auth, {"resourceType": "Practitioner", "name": [{"family": "Soto", "given": ["Laura"]}]})
-    _post(
-        client,
-        auth,
-        {
-            "resourceType": "Encounter",
-            "status": "finished",
-            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
-            "subject": {"reference": f"Patient/{imss}"},
-            "participant": [{"individual": {"reference": f"Practitioner/{prac}"}}],
-        },
-    )
+    prac = _post(client, auth, mx_practitioner("Soto"))
+    encounter = mx_encounter(imss)
+    encounter["participant"] = [{"individual": {"reference": f"Practitioner/{prac}"}}]
+    _post(client, auth, encounter)
     token = make_token("physician", organization=CLUES_A, practitioner_ref=f"Practitioner/{prac}")
     physician = {"Authorization": f"Bearer {token}"}
     r = _match(client, physician, person(**{**LUPE, "given": ["Rosa", "María"]}, curp=False))

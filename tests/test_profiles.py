@@ -96,7 +96,8 @@ def test_profile_errors_name_the_element_in_spanish(name, body, path, words):
     "body",
     [mx_patient(), mx_patient(sex="H", given="José", born=date(2001, 2, 3), state="NE", homoclave=3), unknown_patient(),
      mx_practitioner(), mx_establishment(), mx_institution(), mx_coverage("p1"), mx_coverage("p1", "NINGUNA"),
-     mx_encounter("p1", "IMP"), changed(mx_encounter("p1", "AMB"), lambda e: e["class"].update(display="Consulta externa"))],
+     mx_encounter("p1", "IMP"), changed(mx_encounter("p1", "AMB"), lambda e: e["class"].update(display="Consulta externa")),
+     changed(mx_encounter("p1", "EMER"), lambda e: e["class"].update(display="URGENCIAS"))],
     ids=lambda b: b["resourceType"],
 )  # fmt: skip
 def test_valid_mexican_resources_conform(body):

@@ -7,7 +7,7 @@ from expediente.mx.profiles.base import Element, Profile
 from expediente.mx.profiles.common import has_time, issue
 
 V3_ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
-# code -> (Spanish display, the code system's own display): either is accepted.
+# code -> (Spanish display, the code system's own display): either is accepted, in any case.
 CLASSES = {
     "AMB": ("Consulta externa", "ambulatory"),
     "EMER": ("Urgencias", "emergency"),
@@ -24,7 +24,7 @@ def rules(e: dict) -> list[ValidationIssue]:
             f"la atención es consulta externa (AMB), urgencias (EMER) u hospitalización (IMP) del sistema {V3_ACT_CODE}",
             "code-invalid",
         ))
-    elif cls.get("display") not in (None, *CLASSES[cls["code"]]):
+    elif cls.get("display") is not None and str(cls["display"]).casefold() not in {d.casefold() for d in CLASSES[cls["code"]]}:
         spanish, english = CLASSES[cls["code"]]
         out.append(issue("Encounter.class.display", f"para {cls['code']} se espera '{spanish}' (o '{english}'), no '{cls['display']}'", "value"))
     period = e.get("period") if isinstance(e.get("period"), dict) else {}
