@@ -105,6 +105,23 @@ class Settings:
     # Organization, Coverage, Encounter and NOM-004 document must conform; "declared" only
     # resources naming one of the profiles in meta.profile.
     profiles: str = "mx"
+    # Imaging archive (docs/imaging.md). DIMSE listener inside `expediente serve`: port (0: off),
+    # this archive's AE title, and the TOML file of known AEs (modalities, PACS, viewers and
+    # C-MOVE destinations, each with its institution); an AE not listed there is refused.
+    dicom_port: int = 11112
+    dicom_ae_title: str = "EXPEDIENTE"
+    dicom_aes: str = ""
+    dicom_processes: int = 2  # receiving processes (several associations in parallel)
+    # Largest P-DATA PDU this archive accepts (advertised in the association): larger PDUs
+    # mean fewer per-PDU costs for the sender and for us.
+    dicom_max_pdu: int = 4 * 1024 * 1024
+    # A SOP Instance UID received again: "keep" the stored instance (answered as success) or
+    # "replace" it with the new bytes.
+    dicom_duplicates: str = "keep"
+    # Extra header attributes indexed for every instance (keywords, comma-separated).
+    dicom_extra_tags: str = ""
+    # Largest single instance accepted over DIMSE or STOW-RS.
+    dicom_max_instance_bytes: int = 2 * 1024 * 1024 * 1024
     extra: dict = field(default_factory=dict)
 
     @property
