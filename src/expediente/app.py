@@ -21,6 +21,8 @@ from expediente.fhir import api as fhir_api
 from expediente.fhir import profile_api, signature_api, terminology_api
 from expediente.fhir.errors import FhirError
 from expediente.db.statistics import StatisticsRefresher
+from expediente.blobs.local import LocalBlobStore
+from expediente.dicom.archive import Archive
 from expediente.fhir.store import ResourceStore
 from expediente.mpi import link_api
 from expediente.mpi.linking import Linker
@@ -50,6 +52,7 @@ class Services:
     store: ResourceStore
     tokens: TokenService
     linker: Linker
+    archive: Archive
     statistics: StatisticsRefresher | None = None
 
     @classmethod
@@ -72,6 +75,7 @@ class Services:
             store=store,
             tokens=TokenService.from_settings(settings),
             linker=linker,
+            archive=Archive(engine, LocalBlobStore.from_settings(settings), settings, reader),
             statistics=StatisticsRefresher(engine) if settings.is_sqlite else None,
         )
 

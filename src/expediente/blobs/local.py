@@ -54,6 +54,33 @@ class LocalBlobStore:
         self._write(path, lambda f: self._encode(f, [data], bytes.fromhex(key)))
         return key
 
+    def temporary(self) -> tuple[int, Path]:
+        """A new temporary file inside the store (same file system, so ``adopt`` is a rename)."""
+        spool = self.root / "spool"
+        spool.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=spool, prefix=".tmp-")
+        return fd, Path(tmp)
+
+    def adopt(self, tmp: Path, key: str) -> bool:
+        """Take a finished, fsynced temporary file whose SHA-256 is ``key`` into the store.
+        Plaintext: a rename (no copy). With a keyring: encrypted into place, then removed.
+        Returns False (and removes the file) when the blob was already stored."""
+        path = self._path(key)
+        if path.exists():
+            tmp.unlink(missing_ok=True)
+            return False
+        try:
+            if self.keyring is not None:
+                with open(tmp, "rb") as f:
+                    self._write(path, lambda out: self._encode(out, _plain_chunks(f), bytes.fromhex(key)))
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, path)
+                _fsync_dir(path.parent)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return True
+
     def _encode(self, f: BinaryIO, chunks, digest: bytes) -> None:
         if self.keyring is None:
             for chunk in chunks:
@@ -74,11 +101,7 @@ class LocalBlobStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # the rename itself must survive a crash
-        finally:
-            os.close(dir_fd)
+        _fsync_dir(path.parent)
 
     def get(self, key: str, start: int = 0, end: int | None = None) -> bytes:
         """The blob's bytes, or the range [start, end) of them (frames read without the rest).
@@ -156,6 +179,14 @@ class LocalBlobStore:
                     raise BlobIntegrityError("el contenido no corresponde a su clave SHA-256")
 
             self._write(path, fill)
+
+
+def _fsync_dir(directory: Path) -> None:
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # the rename itself must survive a crash
+    finally:
+        os.close(dir_fd)
 
 
 def _read_plain(f: BinaryIO, start: int, end: int | None) -> bytes:

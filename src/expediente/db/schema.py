@@ -377,3 +377,105 @@ code_concept = sa.Table(
     sa.Column("age_high", sa.String(8), nullable=True),
     sa.Column("properties", sa.Text, nullable=True),  # JSON object of other properties (e.g. the INEGI key)
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# Imaging archive (expediente/dicom/): the DICOM index, one row per study, series and instance,
+# with the main tags as columns. The instances' bytes are blobs, kept exactly as received.
+UID = sa.String(64)
+
+dicom_study = sa.Table(
+    "dicom_study",
+    metadata,
+    sa.Column("study_uid", UID, primary_key=True),
+    # Patient module as the header gives it (the patient level of C-FIND answers from here).
+    sa.Column("patient_id", sa.String(64), nullable=False, default=""),
+    sa.Column("issuer", sa.String(64), nullable=False, default=""),
+    sa.Column("patient_name", sa.String(324), nullable=False, default=""),
+    sa.Column("patient_name_norm", sa.String(324), nullable=False, default=""),  # upper case, no accents
+    sa.Column("patient_birth_date", sa.String(8), nullable=False, default=""),
+    sa.Column("patient_sex", sa.String(16), nullable=False, default=""),
+    sa.Column("study_date", sa.String(8), nullable=False, default=""),
+    sa.Column("study_time", sa.String(16), nullable=False, default=""),
+    sa.Column("accession_number", sa.String(64), nullable=False, default=""),
+    sa.Column("study_id", sa.String(16), nullable=False, default=""),
+    sa.Column("study_description", sa.String(255), nullable=False, default=""),
+    sa.Column("referring_physician", sa.String(324), nullable=False, default=""),
+    sa.Column("modalities", sa.String(64), nullable=False, default=""),  # backslash-separated
+    sa.Column("institution", sa.String(32), nullable=False, default=""),  # CLUES that sent it
+    sa.Column("series_count", sa.Integer, nullable=False, default=0),
+    sa.Column("instance_count", sa.Integer, nullable=False, default=0),
+    # The record it belongs to: the FHIR Patient and the ImagingStudy that describes it (both
+    # empty until the study is reconciled with a patient).
+    sa.Column("patient_key", ID, nullable=True),
+    sa.Column("imaging_study_id", ID, nullable=True),
+    sa.Column("received", TS, nullable=False),
+    sa.Column("updated", TS, nullable=False),
+    sa.Column("linked", TS, nullable=True),  # when the ImagingStudy last reflected the study
+    sa.Index(None, "patient_id", "issuer"),
+    sa.Index(None, "patient_name_norm"),
+    sa.Index(None, "study_date"),
+    sa.Index(None, "accession_number"),
+    sa.Index(None, "patient_key"),
+    sa.Index(None, "institution", "study_date"),
+    sa.Index(None, "updated"),
+)
+
+dicom_series = sa.Table(
+    "dicom_series",
+    metadata,
+    sa.Column("series_uid", UID, primary_key=True),
+    sa.Column("study_uid", UID, nullable=False),
+    sa.Column("modality", sa.String(16), nullable=False, default=""),
+    sa.Column("series_number", sa.Integer, nullable=True),
+    sa.Column("series_description", sa.String(255), nullable=False, default=""),
+    sa.Column("body_part", sa.String(64), nullable=False, default=""),
+    sa.Column("series_date", sa.String(8), nullable=False, default=""),
+    sa.Column("instance_count", sa.Integer, nullable=False, default=0),
+    sa.Index(None, "study_uid"),
+    sa.Index(None, "modality"),
+)
+
+dicom_instance = sa.Table(
+    "dicom_instance",
+    metadata,
+    sa.Column("sop_instance_uid", UID, primary_key=True),
+    sa.Column("series_uid", UID, nullable=False),
+    sa.Column("study_uid", UID, nullable=False),
+    sa.Column("sop_class_uid", UID, nullable=False),
+    sa.Column("instance_number", sa.Integer, nullable=True),
+    sa.Column("transfer_syntax", UID, nullable=False),
+    sa.Column("blob_key", sa.String(64), nullable=False),  # SHA-256 of the Part-10 file: its checksum
+    sa.Column("size", sa.BigInteger, nullable=False),
+    # Where the Pixel Data value starts in the file, and its length (-1: encapsulated), so a
+    # frame is read as a byte range without the rest of the file.
+    sa.Column("pixel_offset", sa.BigInteger, nullable=True),
+    sa.Column("pixel_length", sa.BigInteger, nullable=True),
+    sa.Column("frames", sa.Integer, nullable=False, default=1),
+    sa.Column("rows", sa.Integer, nullable=True),
+    sa.Column("columns", sa.Integer, nullable=True),
+    sa.Column("received", TS, nullable=False),
+    sa.Column("origin", sa.String(96), nullable=False),  # "dimse:<AE>" or "stow:<subject>"
+    # The instance's DICOM JSON (bulk data as BulkDataURI placeholders), built after the
+    # instance is acknowledged; a series' metadata is these fragments joined.
+    sa.Column("metadata", sa.LargeBinary, nullable=True),
+    # Extra attributes an institution indexes (setting dicom_extra_tags): JSON object.
+    sa.Column("extra", sa.Text, nullable=True),
+    sa.Index(None, "series_uid", "instance_number"),
+    sa.Index(None, "study_uid"),
+)
+
+# Studies that could not be attached to a patient with certainty: they wait here for a person
+# to reconcile them, never attached silently to the wrong record.
+dicom_reconcile = sa.Table(
+    "dicom_reconcile",
+    metadata,
+    sa.Column("study_uid", UID, primary_key=True),
+    sa.Column("reason", sa.Text, nullable=False),  # Spanish
+    sa.Column("candidates", sa.Text, nullable=True),  # JSON list of Patient ids that matched
+    sa.Column("status", sa.String(16), nullable=False),  # pending | resolved
+    sa.Column("created", TS, nullable=False),
+    sa.Column("resolved", TS, nullable=True),
+    sa.Column("resolved_by", sa.String(128), nullable=True),
+    sa.Index(None, "status", "created"),
+)

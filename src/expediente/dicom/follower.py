@@ -1,0 +1,68 @@
+"""Work that follows a study's arrival, off the acknowledgement path.
+
+One thread in the server process watches ``dicom_study.updated`` (indexed) and hands the
+studies that changed since its last look to its handlers: build the instances' metadata,
+create or update the FHIR ImagingStudy, prepare the priors. Instances may arrive through any
+process (DIMSE receivers, HTTP workers); the database is where they meet, so polling it is
+enough, and a handler that fails leaves the study for the next look.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+
+from expediente.db.schema import dicom_study
+
+log = logging.getLogger("expediente.dicom")
+
+Handler = Callable[[list[str]], object]
+
+
+class StudyFollower:
+    def __init__(self, engine: sa.Engine, handlers: list[Handler], interval: float = 1.0):
+        self._engine = engine
+        self._handlers = handlers
+        self._interval = interval
+        self._since: datetime | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> StudyFollower:
+        self._thread = threading.Thread(target=self._run, name="dicom-follower", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.catch_up()
+            except Exception:
+                log.exception("study follower failed; it retries on its next look")
+
+    def catch_up(self) -> list[str]:
+        """Handle every study changed since the last look (all studies on the first)."""
+        query = sa.select(dicom_study.c.study_uid, dicom_study.c.updated)
+        if self._since is not None:
+            # A little overlap: a transaction that committed late with an earlier timestamp.
+            query = query.where(dicom_study.c.updated >= self._since - timedelta(seconds=5))
+        else:
+            query = query.where(sa.or_(dicom_study.c.linked.is_(None), dicom_study.c.linked < dicom_study.c.updated))
+        with self._engine.connect() as conn:
+            rows = conn.execute(query.order_by(dicom_study.c.updated)).all()
+        if not rows:
+            return []
+        uids = [r.study_uid for r in rows]
+        for handler in self._handlers:
+            handler(uids)
+        self._since = rows[-1].updated
+        return uids
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)

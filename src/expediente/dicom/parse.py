@@ -1,0 +1,129 @@
+"""Header-only parsing of a stored DICOM Part-10 file: the tags the index needs and where the
+pixel data sits. Pixels are never decoded to ingest: parsing stops at Pixel Data, whose value
+offset and length are read from its element header, so frames can be range-read later."""
+
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
+
+UNDEFINED = 0xFFFFFFFF
+_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+_LONG_VR = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+_ITEM = 0xFFFEE000
+_SEQUENCE_END = 0xFFFEE0DD
+REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+
+
+class NotDicom(ValueError):
+    """The bytes are not a DICOM instance this archive can keep (the reason is Spanish)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    dataset: Dataset  # everything before Pixel Data (the file meta in dataset.file_meta)
+    transfer_syntax: str
+    pixel_offset: int | None  # where the Pixel Data value starts in the file
+    pixel_length: int | None  # its length; -1 when encapsulated (compressed frames)
+    frames: int
+    size: int
+
+    def text(self, keyword: str) -> str:
+        value = self.dataset.get(keyword)
+        return "" if value is None else str(value).strip()
+
+    def number(self, keyword: str) -> int | None:
+        value = self.dataset.get(keyword)
+        try:
+            return int(value) if value not in (None, "") else None
+        except (TypeError, ValueError):
+            return None
+
+
+def valid_uid(value: str) -> bool:
+    """A DICOM UID: digits and dots, no leading zeros, at most 64 characters (so never a path)."""
+    return 0 < len(value) <= 64 and _UID.match(value) is not None
+
+
+def parse_header(f: BinaryIO, size: int) -> Header:
+    """Parse the Part-10 file open in ``f`` (``size`` bytes) up to its Pixel Data."""
+    f.seek(0)
+    try:
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        pixel_at = f.tell()
+    except (InvalidDicomError, EOFError, struct.error, ValueError, KeyError, TypeError, OverflowError, NotImplementedError) as exc:
+        raise NotDicom(f"no es un archivo DICOM válido: {_short(exc)}") from None
+    meta = getattr(ds, "file_meta", None)
+    syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    if not syntax:
+        raise NotDicom("falta la sintaxis de transferencia (0002,0010) en la cabecera del archivo")
+    for keyword in REQUIRED_UIDS:
+        value = str(ds.get(keyword, "") or "").strip()
+        if not value:
+            raise NotDicom(f"falta el atributo obligatorio {keyword}")
+        if not valid_uid(value):
+            raise NotDicom(f"{keyword} no es un UID válido: {value[:70]!r}")
+    if meta.get("MediaStorageSOPInstanceUID") and str(meta.MediaStorageSOPInstanceUID) != str(ds.SOPInstanceUID):
+        raise NotDicom("el SOPInstanceUID del conjunto de datos no coincide con el de la cabecera del archivo")
+    offset, length = _pixel_value(f, pixel_at, size, UID(syntax))
+    frames = int(ds.get("NumberOfFrames") or 1) if str(ds.get("NumberOfFrames", "1")).strip().isdigit() else 1
+    return Header(ds, syntax, offset, length, max(frames, 1), size)
+
+
+def _pixel_value(f: BinaryIO, at: int, size: int, syntax: UID) -> tuple[int | None, int | None]:
+    """Offset and length of the Pixel Data value, checking the file holds all of it."""
+    if at >= size:
+        return None, None
+    if syntax.is_deflated:
+        return None, None  # the dataset is compressed as a whole: no byte offsets
+    f.seek(at)
+    head = f.read(12)
+    little = syntax.is_little_endian
+    tag_format = "<HH" if little else ">HH"
+    if len(head) < 8:
+        raise NotDicom("el archivo está truncado en el elemento Pixel Data")
+    group, element = struct.unpack(tag_format, head[:4])
+    if (group, element) != (0x7FE0, 0x0010):
+        return None, None  # something after the pixels' place but no Pixel Data
+    if syntax.is_implicit_VR:
+        (length,), value_at = struct.unpack("<I" if little else ">I", head[4:8]), at + 8
+    elif head[4:6] in _LONG_VR:
+        if len(head) < 12:
+            raise NotDicom("el archivo está truncado en el elemento Pixel Data")
+        (length,), value_at = struct.unpack("<I" if little else ">I", head[8:12]), at + 12
+    else:
+        (length,), value_at = struct.unpack("<H" if little else ">H", head[6:8]), at + 8
+    if length == UNDEFINED:
+        _check_fragments(f, value_at, size)
+        return value_at, -1
+    if value_at + length > size:
+        raise NotDicom(f"el archivo está truncado: Pixel Data declara {length} bytes y faltan {value_at + length - size}")
+    return value_at, length
+
+
+def _check_fragments(f: BinaryIO, at: int, size: int) -> None:
+    """Walk the item headers of encapsulated pixel data (without reading the frames) up to the
+    sequence delimiter: a truncated compressed instance is refused, not half-kept."""
+    position = at
+    while position + 8 <= size:
+        f.seek(position)
+        tag, length = struct.unpack("<II", f.read(8))
+        tag = (tag & 0xFFFF) << 16 | tag >> 16  # (group, element) read as one little-endian word each
+        if tag == _SEQUENCE_END:
+            return
+        if tag != _ITEM:
+            raise NotDicom("los fragmentos de Pixel Data encapsulados están dañados")
+        position += 8 + length
+    raise NotDicom("el archivo está truncado: faltan fragmentos de Pixel Data encapsulados")
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    return text[:160]
