@@ -135,9 +135,16 @@ class BodyLimit:
         await send_outcome(send, 413, f"El cuerpo de la petición excede el máximo permitido ({self.max_bytes} bytes)", "too-long")
 
 
+PROTECTED_PREFIXES = ("/fhir", "/dicomweb", "/wado")
+
+
+def _protected(path: str) -> bool:
+    return any(path == p or path.startswith(p + "/") for p in PROTECTED_PREFIXES) and path not in OPEN_PATHS
+
+
 class Authenticate:
     """Requires a valid bearer token (ours or the configured OpenID Connect provider's) on every
-    /fhir route but the CapabilityStatement and the SMART discovery document."""
+    /fhir, /dicomweb and /wado route but the CapabilityStatement and the SMART discovery document."""
 
     def __init__(self, app, tokens: TokenService):
         self.app = app
@@ -145,7 +152,7 @@ class Authenticate:
 
     async def __call__(self, scope, receive, send):
         path = scope.get("path", "")
-        if scope["type"] != "http" or not (path == "/fhir" or path.startswith("/fhir/")) or path in OPEN_PATHS:
+        if scope["type"] != "http" or not _protected(path):
             return await self.app(scope, receive, send)
         token = None
         for name, value in scope["headers"]:
