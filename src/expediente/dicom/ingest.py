@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,9 +19,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 import orjson
+import pydicom
 import sqlalchemy as sa
-from pydicom.dataset import FileMetaDataset
-from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
 from expediente.db.engine import write_transaction
@@ -31,6 +31,7 @@ from expediente.dicom.names import normalized_name
 
 IMPLEMENTATION_VERSION = "EXPEDIENTE_01"
 _CHUNK = 1024 * 1024
+HEAD_BYTES = 256 * 1024
 
 
 class Refused(Exception):
@@ -81,8 +82,10 @@ class Ingest:
         self.duplicates = duplicates
         self.max_bytes = max_bytes
         self.extra_tags = extra_tags
-        # Called with (study_uid, new_study) after each stored instance's commit.
+        # Called with each Stored after its commit.
         self.listeners: list[Callable[[Stored], None]] = []
+        # Series known to be indexed (series UID -> study UID): their rows need no upsert.
+        self._known_series: dict[str, str] = {}
 
     # ------------------------------------------------------------------ receiving
 
@@ -92,7 +95,7 @@ class Ingest:
             if not valid_uid(value):
                 raise Refused(CANNOT_UNDERSTAND, f"{name} inválido: {value[:64]!r}")
         receipt = Receipt(self, origin, expected=(sop_class_uid, sop_instance_uid))
-        receipt.write(_file_preamble(sop_class_uid, sop_instance_uid, transfer_syntax, origin.calling_ae))
+        receipt.write(file_preamble(sop_class_uid, sop_instance_uid, transfer_syntax, origin.calling_ae))
         return receipt
 
     def store_file(self, data: bytes | BinaryIO, *, origin: Origin) -> Stored:
@@ -111,10 +114,9 @@ class Ingest:
 
     # ------------------------------------------------------------------ indexing
 
-    def _index(self, header: Header, key: str, origin: Origin) -> Stored:
-        ds = header.dataset
-        study_uid, series_uid, sop_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
-        sop_class = str(ds.SOPClassUID)
+    def _index(self, header: Header, key: str, origin: Origin, extra: str | None) -> Stored:
+        text = header.text
+        study_uid, series_uid, sop_uid, sop_class = text("StudyInstanceUID"), text("SeriesInstanceUID"), text("SOPInstanceUID"), text("SOPClassUID")
         at = now()
         row = {
             "sop_instance_uid": sop_uid,
@@ -133,42 +135,43 @@ class Ingest:
             "received": at,
             "origin": origin.label,
             "metadata": None,
-            "extra": self._extra(header),
+            "extra": extra,
         }
+        known = self._known_series.get(series_uid) == study_uid
         with write_transaction(self.engine) as conn:
-            existing = conn.execute(
-                sa.select(dicom_instance.c.study_uid, dicom_instance.c.series_uid, dicom_instance.c.blob_key).where(
-                    dicom_instance.c.sop_instance_uid == sop_uid
-                )
-            ).first()
-            if existing is not None:
-                if self.duplicates == "keep" or existing.blob_key == key:
-                    return Stored(SUCCESS, sop_class, sop_uid, existing.study_uid, existing.series_uid, existing.blob_key, duplicate=True)
-                if (existing.study_uid, existing.series_uid) != (study_uid, series_uid):
-                    raise Refused(DATASET_MISMATCH, "la instancia ya existe en otro estudio o serie; no se reemplaza")
-                conn.execute(dicom_instance.update().where(dicom_instance.c.sop_instance_uid == sop_uid).values(**row))
-                conn.execute(dicom_study.update().where(dicom_study.c.study_uid == study_uid).values(updated=at))
-                return Stored(SUCCESS, sop_class, sop_uid, study_uid, series_uid, key, duplicate=True)
-            new_study = _upsert_study(conn, header, origin, at)
-            new_series = _upsert_series(conn, header)
-            conn.execute(dicom_instance.insert().values(**row))
-            conn.execute(
-                dicom_study.update()
-                .where(dicom_study.c.study_uid == study_uid)
-                .values(
-                    instance_count=dicom_study.c.instance_count + 1,
-                    series_count=dicom_study.c.series_count + (1 if new_series else 0),
-                    updated=at,
-                )
-            )
+            if not conn.execute(_insert_ignoring(conn, dicom_instance), row).rowcount:
+                return self._duplicate(conn, row)
+            new_study = new_series = False
+            if not known:
+                new_study = _upsert_study(conn, header, origin, at)
+                new_series = _upsert_series(conn, header)
+            conn.execute(_COUNT_SERIES, {"b_series": series_uid})
+            conn.execute(_COUNT_STUDY, {"b_study": study_uid, "b_new_series": int(new_series), "b_at": at})
             if new_series:
                 _add_modality(conn, study_uid, header.text("Modality"))
+        if len(self._known_series) > 4096:
+            self._known_series.clear()
+        self._known_series[series_uid] = study_uid
         return Stored(SUCCESS, sop_class, sop_uid, study_uid, series_uid, key, new_study=new_study)
 
-    def _extra(self, header: Header) -> str | None:
+    def _duplicate(self, conn: sa.Connection, row: dict) -> Stored:
+        """A SOP Instance UID already stored: kept as it is, or replaced (dicom_duplicates)."""
+        existing = conn.execute(_EXISTING, {"b_uid": row["sop_instance_uid"]}).one()
+        uid, sop_class = row["sop_instance_uid"], row["sop_class_uid"]
+        if self.duplicates == "keep" or existing.blob_key == row["blob_key"]:
+            return Stored(SUCCESS, sop_class, uid, existing.study_uid, existing.series_uid, existing.blob_key, duplicate=True)
+        if (existing.study_uid, existing.series_uid) != (row["study_uid"], row["series_uid"]):
+            raise Refused(DATASET_MISMATCH, "la instancia ya existe en otro estudio o serie; no se reemplaza")
+        conn.execute(dicom_instance.update().where(dicom_instance.c.sop_instance_uid == uid).values(**row))
+        conn.execute(dicom_study.update().where(dicom_study.c.study_uid == row["study_uid"]).values(updated=row["received"]))
+        return Stored(SUCCESS, sop_class, uid, row["study_uid"], row["series_uid"], row["blob_key"], duplicate=True)
+
+    def _extra(self, path: Path) -> str | None:
+        """The configured extra attributes (any keyword: read with pydicom, off the fast walk)."""
         if not self.extra_tags:
             return None
-        values = {k: header.text(k) for k in self.extra_tags if header.text(k)}
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(self.extra_tags))
+        values = {k: str(ds.get(k)).strip() for k in self.extra_tags if ds.get(k) not in (None, "")}
         return orjson.dumps(values).decode() if values else None
 
     def _stored(self, stored: Stored) -> None:
@@ -186,6 +189,7 @@ class Receipt:
         self._fd, self._tmp = ingest.blobs.temporary()
         self._hash = hashlib.sha256()
         self._size = 0
+        self._head = bytearray()  # the first bytes, where the header is: parsed from memory
         self._open = True
 
     def write(self, chunk: bytes | memoryview) -> None:
@@ -194,6 +198,8 @@ class Receipt:
             self.abort()
             raise Refused(OUT_OF_RESOURCES, f"la instancia excede el tamaño máximo de {self._ingest.max_bytes} bytes")
         self._hash.update(chunk)
+        if len(self._head) < HEAD_BYTES:
+            self._head += chunk[: HEAD_BYTES - len(self._head)]
         view = memoryview(chunk)
         while view:
             view = view[os.write(self._fd, view) :]
@@ -209,13 +215,14 @@ class Receipt:
         try:
             os.fdatasync(self._fd)
             with open(self._tmp, "rb", buffering=64 * 1024) as f:
-                header = parse_header(f, self._size)
+                header = parse_header(f, self._size, bytes(self._head))
             self._check(header)
+            extra = self._ingest._extra(self._tmp)
             key = self._hash.hexdigest()
             os.close(self._fd)
             self._open = False
             self._ingest.blobs.adopt(self._tmp, key)
-            stored = self._ingest._index(header, key, self._origin)
+            stored = self._ingest._index(header, key, self._origin, extra)
         except NotDicom as exc:
             self.abort()
             raise Refused(CANNOT_UNDERSTAND, str(exc)) from None
@@ -229,37 +236,79 @@ class Receipt:
         if self._expected is None:
             return
         sop_class, sop_uid = self._expected
-        ds = header.dataset
-        if str(ds.SOPInstanceUID) != sop_uid:
+        if header.text("SOPInstanceUID") != sop_uid:
             raise Refused(DATASET_MISMATCH, "el SOPInstanceUID del conjunto de datos no coincide con el del comando C-STORE")
-        if str(ds.SOPClassUID) != sop_class:
+        if header.text("SOPClassUID") != sop_class:
             raise Refused(DATASET_MISMATCH, "la clase SOP del conjunto de datos no coincide con la del comando C-STORE")
 
 
-def _file_preamble(sop_class: str, sop_uid: str, syntax: str, calling_ae: str | None) -> bytes:
-    """The 128-byte preamble, 'DICM' and the file meta group for a dataset received over DIMSE."""
-    meta = FileMetaDataset()
-    meta.FileMetaInformationVersion = b"\x00\x01"
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = syntax
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
-    if calling_ae:
-        meta.SourceApplicationEntityTitle = calling_ae.strip()[:16]
-    out = io.BytesIO()
-    out.write(b"\x00" * 128 + b"DICM")
-    write_file_meta_info(out, meta, enforce_standard=True)
-    return out.getvalue()
+def file_preamble(sop_class: str, sop_uid: str, syntax: str, calling_ae: str | None) -> bytes:
+    """The 128-byte preamble, 'DICM' and the file meta group (PS3.10 7.1) for a dataset received
+    over DIMSE. Encoded by hand: it is on every C-STORE's path and is eight short elements."""
+    elements = [
+        _meta_element(0x0001, b"OB", b"\x00\x01"),
+        _meta_element(0x0002, b"UI", _uid(sop_class)),
+        _meta_element(0x0003, b"UI", _uid(sop_uid)),
+        _meta_element(0x0010, b"UI", _uid(syntax)),
+        _meta_element(0x0012, b"UI", _uid(PYDICOM_IMPLEMENTATION_UID)),
+        _meta_element(0x0013, b"SH", _text(IMPLEMENTATION_VERSION)),
+    ]
+    if calling_ae and calling_ae.strip():
+        elements.append(_meta_element(0x0016, b"AE", _text(calling_ae.strip()[:16])))
+    body = b"".join(elements)
+    return b"\x00" * 128 + b"DICM" + _meta_element(0x0000, b"UL", struct.pack("<I", len(body))) + body
+
+
+def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
+    if vr == b"OB":  # long form: 2 reserved bytes and a 4-byte length
+        return struct.pack("<HH", 0x0002, element) + vr + b"\x00\x00" + struct.pack("<I", len(value)) + value
+    return struct.pack("<HH", 0x0002, element) + vr + struct.pack("<H", len(value)) + value
+
+
+def _uid(value: str) -> bytes:
+    raw = value.encode("ascii")
+    return raw + b"\x00" if len(raw) % 2 else raw
+
+
+def _text(value: str) -> bytes:
+    raw = value.encode("ascii", errors="replace")
+    return raw + b" " if len(raw) % 2 else raw
+
+
+# Built once: the per-instance statements are the hot path's SQL.
+_EXISTING = sa.select(dicom_instance.c.study_uid, dicom_instance.c.series_uid, dicom_instance.c.blob_key).where(
+    dicom_instance.c.sop_instance_uid == sa.bindparam("b_uid")
+)
+_COUNT_SERIES = (
+    dicom_series.update().where(dicom_series.c.series_uid == sa.bindparam("b_series")).values(instance_count=dicom_series.c.instance_count + 1)
+)
+_COUNT_STUDY = (
+    dicom_study.update()
+    .where(dicom_study.c.study_uid == sa.bindparam("b_study"))
+    .values(
+        instance_count=dicom_study.c.instance_count + 1,
+        series_count=dicom_study.c.series_count + sa.bindparam("b_new_series", type_=sa.Integer),
+        updated=sa.bindparam("b_at", type_=sa.DateTime),
+    )
+)
+_INSERT_IGNORING: dict[tuple[str, str], sa.Insert] = {}
+
+
+def _insert_ignoring(conn: sa.Connection, table: sa.Table) -> sa.Insert:
+    """INSERT ... ON CONFLICT DO NOTHING for this engine (rowcount 0: the row existed)."""
+    key = (conn.dialect.name, table.name)
+    if key not in _INSERT_IGNORING:
+        if conn.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        _INSERT_IGNORING[key] = insert(table).on_conflict_do_nothing()
+    return _INSERT_IGNORING[key]
 
 
 def _insert_ignoring_conflict(conn: sa.Connection, table: sa.Table, values: dict) -> bool:
-    """INSERT ... ON CONFLICT DO NOTHING on either engine; True when the row was new."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return conn.execute(insert(table).values(**values).on_conflict_do_nothing()).rowcount == 1
+    """True when the row was new."""
+    return conn.execute(_insert_ignoring(conn, table), values).rowcount == 1
 
 
 def _upsert_study(conn: sa.Connection, header: Header, origin: Origin, at: datetime) -> bool:
@@ -307,11 +356,6 @@ def _upsert_series(conn: sa.Connection, header: Header) -> bool:
             "series_date": text("SeriesDate")[:8],
             "instance_count": 0,
         },
-    )
-    conn.execute(
-        dicom_series.update()
-        .where(dicom_series.c.series_uid == text("SeriesInstanceUID"))
-        .values(instance_count=dicom_series.c.instance_count + 1)
     )
     return new
 

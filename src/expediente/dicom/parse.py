@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import pydicom
-from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 from pydicom.uid import UID
+
+from expediente.dicom import header_walk
 
 UNDEFINED = 0xFFFFFFFF
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
@@ -28,7 +30,7 @@ class NotDicom(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Header:
-    dataset: Dataset  # everything before Pixel Data (the file meta in dataset.file_meta)
+    values: dict[str, str]  # the indexed attributes (header_walk.WANTED) as DICOM strings
     transfer_syntax: str
     pixel_offset: int | None  # where the Pixel Data value starts in the file
     pixel_length: int | None  # its length; -1 when encapsulated (compressed frames)
@@ -36,14 +38,13 @@ class Header:
     size: int
 
     def text(self, keyword: str) -> str:
-        value = self.dataset.get(keyword)
-        return "" if value is None else str(value).strip()
+        return self.values.get(keyword, "")
 
     def number(self, keyword: str) -> int | None:
-        value = self.dataset.get(keyword)
+        value = self.values.get(keyword, "").split("\\")[0].strip()
         try:
-            return int(value) if value not in (None, "") else None
-        except (TypeError, ValueError):
+            return int(float(value)) if value else None
+        except (ValueError, OverflowError):
             return None
 
 
@@ -52,29 +53,75 @@ def valid_uid(value: str) -> bool:
     return 0 < len(value) <= 64 and _UID.match(value) is not None
 
 
-def parse_header(f: BinaryIO, size: int) -> Header:
-    """Parse the Part-10 file open in ``f`` (``size`` bytes) up to its Pixel Data."""
-    f.seek(0)
-    try:
-        ds = pydicom.dcmread(f, stop_before_pixels=True)
-        pixel_at = f.tell()
-    except (InvalidDicomError, EOFError, struct.error, ValueError, KeyError, TypeError, OverflowError, NotImplementedError) as exc:
-        raise NotDicom(f"no es un archivo DICOM válido: {_short(exc)}") from None
-    meta = getattr(ds, "file_meta", None)
-    syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+def parse_header(f: BinaryIO, size: int, head: bytes | None = None) -> Header:
+    """Parse the Part-10 file open in ``f`` (``size`` bytes) up to its Pixel Data. ``head``:
+    the file's first bytes when the caller holds them (the fast walk reads from memory)."""
+    walked = _walk(head, size) if head is not None else None
+    if walked is None:
+        values, syntax, media_uid, pixel_at = _parse_with_pydicom(f)
+    else:
+        values, syntax, media_uid, pixel_at = walked
     if not syntax:
         raise NotDicom("falta la sintaxis de transferencia (0002,0010) en la cabecera del archivo")
+    if not valid_uid(syntax):
+        raise NotDicom(f"la sintaxis de transferencia no es un UID válido: {syntax[:70]!r}")
     for keyword in REQUIRED_UIDS:
-        value = str(ds.get(keyword, "") or "").strip()
+        value = values.get(keyword, "")
         if not value:
             raise NotDicom(f"falta el atributo obligatorio {keyword}")
         if not valid_uid(value):
             raise NotDicom(f"{keyword} no es un UID válido: {value[:70]!r}")
-    if meta.get("MediaStorageSOPInstanceUID") and str(meta.MediaStorageSOPInstanceUID) != str(ds.SOPInstanceUID):
+    if media_uid and media_uid != values["SOPInstanceUID"]:
         raise NotDicom("el SOPInstanceUID del conjunto de datos no coincide con el de la cabecera del archivo")
-    offset, length = _pixel_value(f, pixel_at, size, UID(syntax))
-    frames = int(ds.get("NumberOfFrames") or 1) if str(ds.get("NumberOfFrames", "1")).strip().isdigit() else 1
-    return Header(ds, syntax, offset, length, max(frames, 1), size)
+    offset, length = _pixel_value(f, pixel_at if pixel_at is not None else size, size, UID(syntax))
+    frames = values.get("NumberOfFrames", "1")
+    return Header(values, syntax, offset, length, max(int(frames), 1) if frames.isdigit() else 1, size)
+
+
+_WALKABLE_IMPLICIT = "1.2.840.10008.1.2"
+_NOT_WALKABLE = {"1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.95"}  # big endian, deflate
+
+
+def _walk(head: bytes, size: int):
+    """The fast path: file meta and dataset walked in memory; None to fall back to pydicom."""
+    if len(head) < 144 or head[128:132] != b"DICM":
+        return None
+    meta = header_walk.walk_meta(head, 132)
+    if meta is None:
+        return None
+    syntax, media_uid, dataset_at = meta
+    if syntax in _NOT_WALKABLE or not syntax:
+        return None
+    walked = header_walk.walk(head, dataset_at, syntax == _WALKABLE_IMPLICIT)
+    if walked is None:
+        return None
+    values, pixel_at = walked
+    if pixel_at is None and len(head) < size:
+        return None  # the header goes on past what we hold
+    return values, syntax, media_uid, pixel_at
+
+
+def _parse_with_pydicom(f: BinaryIO) -> tuple[dict[str, str], str, str, int | None]:
+    f.seek(0)
+    try:
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        pixel_at = f.tell()
+        values = {}
+        for keyword in header_walk.WANTED.values():
+            value = ds.get(keyword)
+            if value is None:
+                continue
+            text = ("\\".join(str(v) for v in value) if isinstance(value, MultiValue) else str(value)).strip()
+            if keyword in ("PatientName", "ReferringPhysicianName"):
+                text = text.rstrip("=^")  # as the fast walk keeps names
+            if text:
+                values[keyword] = text
+    except (InvalidDicomError, EOFError, struct.error, ValueError, KeyError, TypeError, OverflowError, NotImplementedError, LookupError) as exc:
+        raise NotDicom(f"no es un archivo DICOM válido: {_short(exc)}") from None
+    meta = getattr(ds, "file_meta", None)
+    syntax = str(meta.get("TransferSyntaxUID", "") or "") if meta is not None else ""
+    media_uid = str(meta.get("MediaStorageSOPInstanceUID", "") or "") if meta is not None else ""
+    return values, syntax, media_uid, pixel_at
 
 
 def _pixel_value(f: BinaryIO, at: int, size: int, syntax: UID) -> tuple[int | None, int | None]:
