@@ -63,7 +63,7 @@ SOURCE_NOTE = (
 )
 
 # Resource types that may only appear nested (contained / Bundle entries), not be served.
-NESTED_ONLY_TYPES: tuple[str, ...] = ("OperationOutcome",)
+NESTED_ONLY_TYPES: tuple[str, ...] = ("OperationOutcome", "Endpoint")  # Endpoint: contained in ImagingStudy
 
 # Medplum additions to FHIR R4 definitions (not part of the specification).
 MEDPLUM_EXTRAS: dict[str, tuple[str, ...]] = {

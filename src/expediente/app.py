@@ -23,6 +23,10 @@ from expediente.fhir.errors import FhirError
 from expediente.db.statistics import StatisticsRefresher
 from expediente.blobs.local import LocalBlobStore
 from expediente.dicom.archive import Archive
+from expediente.dicom.follower import StudyFollower
+from expediente.dicom.metadata import fill_studies
+from expediente.dicom.study_link import StudyLinker
+from expediente.dicom.web import reconcile_api
 from expediente.fhir.store import ResourceStore
 from expediente.mpi import link_api
 from expediente.mpi.linking import Linker
@@ -53,6 +57,10 @@ class Services:
     tokens: TokenService
     linker: Linker
     archive: Archive
+    # What follows a study's arrival (metadata, its ImagingStudy): `follower.catch_up()` runs
+    # it once; `expediente serve` runs it in a thread of its main process.
+    follower: StudyFollower
+    study_linker: StudyLinker
     statistics: StatisticsRefresher | None = None
 
     @classmethod
@@ -66,6 +74,9 @@ class Services:
         linker = Linker(store, base=settings.public_base + "/fhir")
         if settings.mpi_autolink:
             store.patient_listeners.append(linker.patients_written)
+        archive = Archive(engine, LocalBlobStore.from_settings(settings), settings, reader)
+        study_linker = StudyLinker(engine, archive.blobs, store, settings.public_base + "/dicomweb")
+        follower = StudyFollower(engine, [lambda uids: fill_studies(engine, archive.blobs, uids), study_linker])
         return cls(
             settings=settings,
             engine=engine,
@@ -75,11 +86,14 @@ class Services:
             store=store,
             tokens=TokenService.from_settings(settings),
             linker=linker,
-            archive=Archive(engine, LocalBlobStore.from_settings(settings), settings, reader),
+            archive=archive,
+            follower=follower,
+            study_linker=study_linker,
             statistics=StatisticsRefresher(engine) if settings.is_sqlite else None,
         )
 
     def close(self) -> None:
+        self.follower.close()
         if self.statistics is not None:
             self.statistics.close()
         self.store.close()
@@ -145,6 +159,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             *match_api.routes,
             *profile_api.routes,  # StructureDefinition, $validate
             *purge_api.routes,  # Patient/$purge (retention)
+            *reconcile_api.routes,  # imaging studies waiting for their patient
             *fhir_api.routes,
         ],
         exception_handlers={FhirError: _fhir_error, HTTPException: _http_error, Exception: _unexpected},

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -31,6 +31,7 @@ class StudyFollower:
         self._since: datetime | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # one look at a time (the thread and an explicit call)
 
     def start(self) -> StudyFollower:
         self._thread = threading.Thread(target=self._run, name="dicom-follower", daemon=True)
@@ -46,6 +47,10 @@ class StudyFollower:
 
     def catch_up(self) -> list[str]:
         """Handle every study changed since the last look (all studies on the first)."""
+        with self._lock:
+            return self._look()
+
+    def _look(self) -> list[str]:
         query = sa.select(dicom_study.c.study_uid, dicom_study.c.updated)
         if self._since is not None:
             # A little overlap: a transaction that committed late with an earlier timestamp.
@@ -55,6 +60,8 @@ class StudyFollower:
         with self._engine.connect() as conn:
             rows = conn.execute(query.order_by(dicom_study.c.updated)).all()
         if not rows:
+            if self._since is None:  # nothing waiting: from now on, only what changes
+                self._since = datetime.now(UTC).replace(tzinfo=None)
             return []
         uids = [r.study_uid for r in rows]
         for handler in self._handlers:

@@ -45,7 +45,7 @@ SCHEMA_RESOURCE = "definitions/fhir-r4-validation.schema.json"
 CALENDAR_FORMAT = "fhir-calendar-date"
 
 #: Resource types accepted nested (contained, Bundle entries) besides the served ones.
-NESTED_ONLY_TYPES = frozenset({"OperationOutcome"})
+NESTED_ONLY_TYPES = frozenset({"OperationOutcome", "Endpoint"})
 #: Types that are not DomainResources (no ``contained``).
 _NO_CONTAINED = frozenset({"Bundle", "Binary"})
 

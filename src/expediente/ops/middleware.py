@@ -135,7 +135,7 @@ class BodyLimit:
         await send_outcome(send, 413, f"El cuerpo de la petición excede el máximo permitido ({self.max_bytes} bytes)", "too-long")
 
 
-PROTECTED_PREFIXES = ("/fhir", "/dicomweb", "/wado")
+PROTECTED_PREFIXES = ("/fhir", "/dicomweb", "/wado", "/imaging")
 
 
 def _protected(path: str) -> bool:
@@ -144,7 +144,7 @@ def _protected(path: str) -> bool:
 
 class Authenticate:
     """Requires a valid bearer token (ours or the configured OpenID Connect provider's) on every
-    /fhir, /dicomweb and /wado route but the CapabilityStatement and the SMART discovery document."""
+    /fhir, /dicomweb, /wado and /imaging route but the CapabilityStatement and the SMART discovery document."""
 
     def __init__(self, app, tokens: TokenService):
         self.app = app
