@@ -149,3 +149,45 @@ def test_the_links_lookups_are_audited_under_the_imaging_service(client, auth, s
     with services.engine.connect() as conn:
         actors = {r.actor for r in conn.execute(sa.select(audit_log.c.actor).where(audit_log.c.res_type.in_(["Patient", "ImagingStudy"])))}
     assert "imaging" in actors
+
+
+def _metadata_missing(services, study_uid) -> int:
+    from expediente.db.schema import dicom_instance
+
+    with services.engine.connect() as conn:
+        return conn.execute(
+            sa.select(sa.func.count()).where(dicom_instance.c.study_uid == study_uid, dicom_instance.c.metadata.is_(None))
+        ).scalar()
+
+
+def _forget_metadata(services, study_uid) -> None:
+    from expediente.db.schema import dicom_instance
+
+    with services.engine.begin() as conn:
+        conn.execute(dicom_instance.update().where(dicom_instance.c.study_uid == study_uid).values(metadata=None))
+
+
+def test_a_new_study_makes_the_patients_priors_ready(client, auth, services):
+    patient = _register(client, auth, mx_patient(**LUPE))
+    prior = _store(services, patient_id=LUPE_CURP, study_date="20251110")
+    services.follower.catch_up()
+    _forget_metadata(services, prior)  # e.g. a study migrated from the old PACS
+    prepared = []
+    services.priors.preparers.append(prepared.append)
+    _store(services, patient_id=LUPE_CURP, study_date="20261115")
+    services.follower.catch_up()
+    assert _metadata_missing(services, prior) == 0
+    assert prepared == [[prior]]
+    assert services.priors.studies_of(patient)[-1] == prior  # newest first
+
+
+def test_a_new_order_makes_the_patients_priors_ready(client, auth, services):
+    patient = _register(client, auth, mx_patient(**LUPE))
+    prior = _store(services, patient_id=LUPE_CURP)
+    services.follower.catch_up()
+    _forget_metadata(services, prior)
+    services.follower.catch_up()  # the first look only starts watching orders
+    order = {"resourceType": "ServiceRequest", "status": "active", "intent": "order", "code": {"text": "Rx de cadera"}, "subject": {"reference": f"Patient/{patient}"}}
+    assert client.post("/fhir/ServiceRequest", json=order, headers=auth).status_code == 201
+    services.follower.catch_up()
+    assert _metadata_missing(services, prior) == 0

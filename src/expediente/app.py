@@ -25,6 +25,7 @@ from expediente.blobs.local import LocalBlobStore
 from expediente.dicom.archive import Archive
 from expediente.dicom.follower import StudyFollower
 from expediente.dicom.metadata import fill_studies
+from expediente.dicom.priors import Priors
 from expediente.dicom.study_link import StudyLinker
 from expediente.dicom.web import reconcile_api
 from expediente.fhir.store import ResourceStore
@@ -61,6 +62,7 @@ class Services:
     # it once; `expediente serve` runs it in a thread of its main process.
     follower: StudyFollower
     study_linker: StudyLinker
+    priors: Priors
     statistics: StatisticsRefresher | None = None
 
     @classmethod
@@ -76,7 +78,9 @@ class Services:
             store.patient_listeners.append(linker.patients_written)
         archive = Archive(engine, LocalBlobStore.from_settings(settings), settings, reader)
         study_linker = StudyLinker(engine, archive.blobs, store, settings.public_base + "/dicomweb")
-        follower = StudyFollower(engine, [lambda uids: fill_studies(engine, archive.blobs, uids), study_linker])
+        priors = Priors(engine, archive.blobs)
+        study_linker.attached_listeners.append(priors.study_attached)
+        follower = StudyFollower(engine, [lambda uids: fill_studies(engine, archive.blobs, uids), study_linker], every_look=[priors.new_orders])
         return cls(
             settings=settings,
             engine=engine,
@@ -89,6 +93,7 @@ class Services:
             archive=archive,
             follower=follower,
             study_linker=study_linker,
+            priors=priors,
             statistics=StatisticsRefresher(engine) if settings.is_sqlite else None,
         )
 

@@ -24,9 +24,10 @@ Handler = Callable[[list[str]], object]
 
 
 class StudyFollower:
-    def __init__(self, engine: sa.Engine, handlers: list[Handler], interval: float = 1.0):
+    def __init__(self, engine: sa.Engine, handlers: list[Handler], interval: float = 1.0, every_look: list[Callable[[], object]] | None = None):
         self._engine = engine
         self._handlers = handlers
+        self._every_look = every_look or []  # e.g. new orders: their patients' priors
         self._interval = interval
         self._since: datetime | None = None
         self._stop = threading.Event()
@@ -48,7 +49,10 @@ class StudyFollower:
     def catch_up(self) -> list[str]:
         """Handle every study changed since the last look (all studies on the first)."""
         with self._lock:
-            return self._look()
+            uids = self._look()
+            for task in self._every_look:
+                task()
+            return uids
 
     def _look(self) -> list[str]:
         query = sa.select(dicom_study.c.study_uid, dicom_study.c.updated)
