@@ -70,8 +70,8 @@ def test_range_read_decrypts_only_the_segments_it_needs(store, monkeypatch):
     data = os.urandom(10 * SEGMENT_SIZE)
     key = store.put(data)
     seen: list[int] = []
-    original = encryption.EncryptedFile._segment
-    monkeypatch.setattr(encryption.EncryptedFile, "_segment", lambda self, i: seen.append(i) or original(self, i))
+    original = encryption.EncryptedFile._decrypt
+    monkeypatch.setattr(encryption.EncryptedFile, "_decrypt", lambda self, i, data: seen.append(i) or original(self, i, data))
     assert store.get(key, 4 * SEGMENT_SIZE + 10, 5 * SEGMENT_SIZE + 10) == data[4 * SEGMENT_SIZE + 10 : 5 * SEGMENT_SIZE + 10]
     assert seen == [4, 5]
 

@@ -147,7 +147,7 @@ class EncryptedFile:
 
     @classmethod
     def open(cls, f: BinaryIO, header: Header, keyring: Keyring, digest: bytes) -> EncryptedFile:
-        body = os.fstat(f.fileno()).st_size - header.size
+        body = f.seek(0, os.SEEK_END) - header.size
         stride = header.segment_size + TAG
         count = max(1, -(-body // stride))
         last = body - (count - 1) * stride
@@ -155,16 +155,22 @@ class EncryptedFile:
             raise BlobIntegrityError("archivo cifrado incompleto")
         return cls(f, header, _cipher(keyring, header), digest, count, body - count * TAG)
 
-    def _segment(self, index: int) -> bytes:
-        stride = self.header.segment_size + TAG
-        self.f.seek(self.header.size + index * stride)
+    def _decrypt(self, index: int, data: bytes) -> bytes:
         final = index == self.segments - 1
-        data = self.f.read(stride)
         nonce, aad = _nonce_and_aad(self.header, self.digest, index, final)
         try:
             return self.cipher.decrypt(nonce, data, aad)
         except InvalidTag:
             raise BlobIntegrityError(f"el segmento {index} no pasó la verificación de autenticidad") from None
+
+    def _segments(self, first: int, last: int) -> Iterator[bytes]:
+        """Segments first..last decrypted, read with one contiguous read (one request on an
+        object store)."""
+        stride = self.header.segment_size + TAG
+        self.f.seek(self.header.size + first * stride)
+        data = memoryview(self.f.read((last - first + 1) * stride))
+        for n, index in enumerate(range(first, last + 1)):
+            yield self._decrypt(index, bytes(data[n * stride : (n + 1) * stride]))
 
     def read(self, start: int = 0, end: int | None = None) -> bytes:
         """Plaintext bytes [start, end), like slicing, decrypting only the segments needed."""
@@ -175,12 +181,13 @@ class EncryptedFile:
         else:
             last = max(0, stop - 1) // size
         first = min(start // size, last) if start < stop else last
-        plain = b"".join(self._segment(i) for i in range(first, last + 1))
+        plain = b"".join(self._segments(first, last))
         if start >= stop:
             return b""
         offset = first * size
         return plain[start - offset : stop - offset]
 
-    def chunks(self) -> Iterator[bytes]:
-        for index in range(self.segments):
-            yield self._segment(index)
+    def chunks(self, per_read: int = 16) -> Iterator[bytes]:
+        """The whole plaintext in order, `per_read` segments per read."""
+        for first in range(0, self.segments, per_read):
+            yield from self._segments(first, min(first + per_read, self.segments) - 1)
