@@ -62,12 +62,15 @@ class Backend:
     _client: object = None
 
     def settings(self, data_dir: Path | None = None, **values) -> Settings:
-        data_dir = data_dir or self.tmp.mktemp("data")
+        return self.apply(Settings(data_dir=data_dir or self.tmp.mktemp("data"), **values))
+
+    def apply(self, settings: Settings) -> Settings:
+        """The settings with this back end's blob store (for S3: a fresh prefix in the bucket)."""
         if self.name == "local":
-            return Settings(data_dir=data_dir, **values)
-        return Settings(
-            data_dir=data_dir, blob_backend="s3", s3_endpoint=self.endpoint, s3_bucket=BUCKET, s3_access_key=ACCESS_KEY,
-            s3_secret_key=SECRET_KEY, s3_prefix=f"pruebas/{secrets.token_hex(6)}", **values,
+            return dataclasses.replace(settings, blob_backend="local")
+        return dataclasses.replace(
+            settings, blob_backend="s3", s3_endpoint=self.endpoint, s3_bucket=BUCKET, s3_access_key=ACCESS_KEY,
+            s3_secret_key=SECRET_KEY, s3_prefix=f"pruebas/{secrets.token_hex(6)}",
         )
 
     @staticmethod
@@ -122,3 +125,8 @@ def blob_backend(request, tmp_path_factory) -> Backend:
     if request.param == "local":
         return Backend("local", tmp_path_factory)
     return Backend("s3", tmp_path_factory, request.getfixturevalue("s3_endpoint"))
+
+
+@pytest.fixture(scope="session")
+def s3_backend(tmp_path_factory, s3_endpoint) -> Backend:
+    return Backend("s3", tmp_path_factory, s3_endpoint)
