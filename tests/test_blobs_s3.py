@@ -30,7 +30,8 @@ from expediente.blobs.s3 import HEAD_BYTES, PART_SIZE
 from expediente.cli import app as cli
 from expediente.db.migrate import upgrade
 from expediente.db.schema import dicom_instance
-from expediente.dicom.archive import Origin
+from expediente.dicom.archive import Origin, Refused
+from expediente.dicom.status import OUT_OF_RESOURCES
 
 SEG = SEGMENT_SIZE + TAG
 
@@ -224,3 +225,19 @@ def test_imaging_instances_on_s3_read_back_bit_identical(settings, s3_backend, e
     finally:
         services.close()
 
+
+
+def test_an_instance_the_store_cannot_take_is_refused_and_nothing_is_indexed(settings, s3_backend):
+    settings = dataclasses.replace(s3_backend.apply(settings), s3_bucket="no-existe-este-bucket")
+    services = Services.build(settings)
+    try:
+        upgrade(services.engine)
+        study = generate_uid()
+        for size in (64, 2048):  # one PUT; a multipart upload (8 MB of pixels)
+            with pytest.raises(Refused) as refused:
+                services.archive.store_file(ct_slice(study_uid=study, size=size), origin=Origin("stow", subject="prueba"))
+            assert refused.value.status == OUT_OF_RESOURCES and "no existe el bucket 'no-existe-este-bucket'" in refused.value.reason
+        assert services.archive.instances(study_uid=study) == []
+        assert not [p for p in settings.blob_dir.rglob("*") if p.is_file()]
+    finally:
+        services.close()
