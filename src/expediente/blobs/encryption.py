@@ -163,14 +163,16 @@ class EncryptedFile:
         except InvalidTag:
             raise BlobIntegrityError(f"el segmento {index} no pasó la verificación de autenticidad") from None
 
-    def _segments(self, first: int, last: int) -> Iterator[bytes]:
-        """Segments first..last decrypted, read with one contiguous read (one request on an
-        object store)."""
+    def _segments(self, first: int, last: int, per_read: int = 128) -> Iterator[bytes]:
+        """Segments first..last decrypted, `per_read` (8 MiB) at a time: each batch is one
+        contiguous read (one request on an object store), and memory stays bounded."""
         stride = self.header.segment_size + TAG
-        self.f.seek(self.header.size + first * stride)
-        data = memoryview(self.f.read((last - first + 1) * stride))
-        for n, index in enumerate(range(first, last + 1)):
-            yield self._decrypt(index, bytes(data[n * stride : (n + 1) * stride]))
+        for batch in range(first, last + 1, per_read):
+            count = min(per_read, last + 1 - batch)
+            self.f.seek(self.header.size + batch * stride)
+            data = memoryview(self.f.read(count * stride))
+            for n in range(count):
+                yield self._decrypt(batch + n, bytes(data[n * stride : (n + 1) * stride]))
 
     def read(self, start: int = 0, end: int | None = None) -> bytes:
         """Plaintext bytes [start, end), like slicing, decrypting only the segments needed."""
@@ -189,5 +191,4 @@ class EncryptedFile:
 
     def chunks(self, per_read: int = 16) -> Iterator[bytes]:
         """The whole plaintext in order, `per_read` segments per read."""
-        for first in range(0, self.segments, per_read):
-            yield from self._segments(first, min(first + per_read, self.segments) - 1)
+        return self._segments(0, self.segments - 1, per_read)
