@@ -55,6 +55,17 @@ def test_temporary_then_adopt_stores_once_and_leaves_nothing(blob_backend):
         store.adopt(tmp, "../x")
 
 
+def test_sweep_removes_only_what_a_crash_left_in_the_spool(blob_backend):
+    store = blob_backend.new()
+    fd_old, old = store.temporary()
+    fd_new, new = store.temporary()
+    os.close(fd_old)
+    os.close(fd_new)
+    os.utime(old, (0, 0))
+    assert store.sweep_spool() == 1
+    assert not old.exists() and new.exists()
+
+
 @settings(max_examples=30, deadline=None)
 @given(data=st.binary(max_size=4096), start=st.integers(0, 5000), length=st.integers(0, 5000))
 def test_range_reads_match_slicing(blob_backend, data, start, length):

@@ -544,7 +544,8 @@ def _check_protection(settings: Settings) -> None:
     except (TlsConfigError, KeyringError, ValueError) as exc:
         console.print(f"[red]Error de configuración:[/red] {exc}")
         raise typer.Exit(2) from None
-    _blob_store(settings)  # the object store's bucket and credentials, before serving
+    # The object store's bucket and credentials, before serving; what a crash left spooled.
+    _blob_store(settings).sweep_spool()
 
 
 @app.command()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -51,6 +52,7 @@ class BlobStore:
     """Content-addressed, optionally encrypted blobs; subclasses store the bytes."""
 
     keyring: Keyring | None
+    spool: Path  # where `temporary` files are made
     read_chunk = READ_CHUNK  # bytes per read when streaming a whole blob
 
     # ------------------------------------------------------------ back-end primitives
@@ -85,6 +87,20 @@ class BlobStore:
         raise NotImplementedError
 
     # ------------------------------------------------------------ shared behaviour
+
+    def sweep_spool(self, older_than_s: float = 24 * 3600) -> int:
+        """Remove temporary files a crash left in the spool (a receive in progress is younger
+        than a day); returns how many."""
+        removed = 0
+        limit = time.time() - older_than_s
+        for path in self.spool.glob(".tmp-*") if self.spool.is_dir() else ():
+            try:
+                if path.stat().st_mtime < limit:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
 
     def put(self, data: bytes) -> str:
         key = hashlib.sha256(data).hexdigest()

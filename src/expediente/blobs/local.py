@@ -24,6 +24,7 @@ from expediente.config import Settings
 class LocalBlobStore(BlobStore):
     def __init__(self, root: Path, keyring: Keyring | None = None):
         self.root = Path(root)
+        self.spool = self.root / "spool"
         self.keyring = keyring
         self.root.mkdir(parents=True, exist_ok=True)
 
@@ -49,9 +50,8 @@ class LocalBlobStore(BlobStore):
 
     def temporary(self) -> tuple[int, Path]:
         """A new temporary file inside the store (same file system, so ``adopt`` is a rename)."""
-        spool = self.root / "spool"
-        spool.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=spool, prefix=".tmp-")
+        self.spool.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.spool, prefix=".tmp-")
         return fd, Path(tmp)
 
     def _adopt_plain(self, tmp: Path, key: str) -> None:
