@@ -39,7 +39,7 @@ def window_lut(values: np.ndarray, center: float, width: float, function: str = 
     x = values.astype(np.float64, copy=False)
     function = function.upper()
     if function == "SIGMOID":
-        return 255.0 / (1.0 + np.exp(-4.0 * (x - center) / width))
+        return 255.0 / (1.0 + np.exp(np.clip(-4.0 * (x - center) / width, -700, 700)))  # no overflow far out
     if function == "LINEAR_EXACT":
         low, high = center - width / 2, center + width / 2
         middle = ((x - center) / width + 0.5) * 255.0
