@@ -247,3 +247,17 @@ def test_a_new_study_makes_the_priors_thumbnails(client, auth, services, monkeyp
     monkeypatch.setattr(module, "thumbnail", no_decoding)
     r = client.get(f"/dicomweb/studies/{prior}/thumbnail", headers=auth)
     assert r.status_code == 200 and _decode(r.content).size == (128, 128)
+
+
+def test_a_new_order_makes_the_priors_thumbnails(client, auth, services):
+    patient = client.post("/fhir/Patient", json=mx_patient(**LUPE), headers=auth).json()["id"]
+    prior, _, sops = _series(services, n=2, patient_id=LUPE_CURP, name="Hernández Cruz^María Guadalupe", birth="19791203")
+    middle = services.archive.instances(study_uid=prior, sop_uid=sops[0])[0]  # the first of two
+    with services.engine.begin() as conn:
+        conn.execute(dicom_thumbnail.delete())
+    services.follower.catch_up()  # the first look only starts watching orders
+    order = {"resourceType": "ServiceRequest", "status": "active", "intent": "order", "code": {"text": "TAC de control"}, "subject": {"reference": f"Patient/{patient}"}}
+    assert client.post("/fhir/ServiceRequest", json=order, headers=auth).status_code == 201
+    assert not Thumbnails(services.archive).is_cached(middle)
+    services.follower.catch_up()
+    assert Thumbnails(services.archive).is_cached(middle)
