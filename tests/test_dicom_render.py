@@ -261,3 +261,24 @@ def test_a_new_order_makes_the_priors_thumbnails(client, auth, services):
     assert not Thumbnails(services.archive).is_cached(middle)
     services.follower.catch_up()
     assert Thumbnails(services.archive).is_cached(middle)
+
+
+def test_a_frame_of_a_multi_frame_instance_is_read_alone(client, auth, services):
+    from pydicom.dataset import Dataset
+
+    from expediente.dicom.thumbnails import frame_source
+
+    data = image("mono16", rows=48, columns=40, frames=4, seed=7)
+    stored = _store(services, data)
+    services.follower.catch_up()
+    ref = services.archive.instances(study_uid=stored.study_uid)[0]
+    source, number = frame_source(services.archive, ref, 3)
+    assert isinstance(source, Dataset) and number == 1 and len(source.PixelData) == 48 * 40 * 2  # one frame's bytes
+    path = f"/dicomweb/studies/{ref.study_uid}/series/{ref.series_uid}/instances/{ref.sop_instance_uid}/frames/3/rendered?window=2000,4000"
+    r = client.get(path, headers={**auth, "Accept": "image/png"})
+    assert r.status_code == 200
+    assert np.array_equal(_gray(r.content), _gray(render(data, frame=3, content_type="image/png", window=(2000, 4000))))
+    both = client.get(path.replace("/frames/3/", "/frames/2,3/"), headers=auth)
+    assert both.status_code == 200 and both.content.count(b"\xff\xd8\xff") == 2
+    thumb = client.get(path.replace("/frames/3/rendered?window=2000,4000", "/thumbnail"), headers={**auth, "Accept": "image/png"})
+    assert np.array_equal(_gray(thumb.content), _gray(thumbnail(data, content_type="image/png")))  # middle frame: 2 of 4

@@ -27,7 +27,7 @@ from starlette.routing import Route
 from expediente.db.schema import dicom_study
 from expediente.dicom.archive import InstanceRef
 from expediente.dicom.render import MEDIA_TYPES, THUMBNAIL_SIZE, RenderError, render
-from expediente.dicom.thumbnails import Thumbnails
+from expediente.dicom.thumbnails import Thumbnails, frame_source
 from expediente.dicom.web.access import imaging_grant, record_access
 from expediente.fhir.errors import FhirError
 
@@ -171,10 +171,9 @@ async def rendered(request: Request) -> Response:
         archive = request.app.state.services.archive
         try:
             if frames is not None:
-                data = archive.read(refs[0])
-                images = [(render(data, f, media_type, window, viewport, quality), _location(request, refs[0], f)) for f in frames]
+                images = [(render(*frame_source(archive, refs[0], f), media_type, window, viewport, quality), _location(request, refs[0], f)) for f in frames]
             elif "instance" in request.path_params:
-                return Response(render(archive.read(refs[0]), 1, media_type, window, viewport, quality), media_type=media_type)
+                return Response(render(*frame_source(archive, refs[0], 1), media_type, window, viewport, quality), media_type=media_type)
             else:
                 images = [
                     (render(archive.read(ref), 1, media_type, window, viewport, quality), _location(request, ref))
