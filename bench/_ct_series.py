@@ -89,6 +89,8 @@ def _slice(stored: np.ndarray, i: int, n: int, study_uid: str, series_uid: str, 
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
     ds.SOPClassUID = CTImageStorage
     ds.SOPInstanceUID = generate_uid(entropy_srcs=[f"bench-ct-{seed}-{series_uid}-{i}"])
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.StudyInstanceUID = study_uid
     ds.SeriesInstanceUID = series_uid
     ds.FrameOfReferenceUID = generate_uid(entropy_srcs=[f"bench-ct-for-{series_uid}"])
@@ -126,10 +128,6 @@ def _slice(stored: np.ndarray, i: int, n: int, study_uid: str, series_uid: str, 
     ds.RescaleSlope = 1
     ds.RescaleType = "HU"
     ds.PixelData = stored.tobytes()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
+    ds.save_as(out, enforce_file_format=True)  # the media storage UIDs come from the data set
     return out.getvalue()
