@@ -282,3 +282,13 @@ def test_a_frame_of_a_multi_frame_instance_is_read_alone(client, auth, services)
     assert both.status_code == 200 and both.content.count(b"\xff\xd8\xff") == 2
     thumb = client.get(path.replace("/frames/3/rendered?window=2000,4000", "/thumbnail"), headers={**auth, "Accept": "image/png"})
     assert np.array_equal(_gray(thumb.content), _gray(thumbnail(data, content_type="image/png")))  # middle frame: 2 of 4
+
+
+def test_a_frame_too_large_to_preview_is_refused_before_decoding():
+    ds = pydicom.dcmread(io.BytesIO(image("mono16")))
+    ds.Rows = ds.Columns = 9000
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    with pytest.raises(RenderError) as big:
+        render(out.getvalue())
+    assert big.value.status == 422 and "grande" in big.value.reason

@@ -159,3 +159,14 @@ def test_random_images_round_trip_exactly(rows, columns, bits, signed, seed, tar
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
     assert np.array_equal(_array(transcode(out.getvalue(), target)), arr)
+
+
+def test_an_image_that_would_decode_too_large_is_refused_before_decoding():
+    ds = _dataset(image("mono16"))
+    ds.Rows = ds.Columns = 65535
+    ds.NumberOfFrames = 2
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    with pytest.raises(TranscodeError) as big:
+        transcode(out.getvalue(), JPEGLSLossless)
+    assert "2 GiB" in big.value.reason

@@ -23,6 +23,7 @@ from pydicom.uid import UID
 MEDIA_TYPES = ("image/jpeg", "image/png")
 FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
 THUMBNAIL_SIZE = 128
+MAX_FRAME_PIXELS = 8192 * 8192  # a decoded frame larger than this is refused, not allocated
 
 
 class RenderError(Exception):
@@ -192,6 +193,8 @@ def render(
     ds = _read(part10)
     if not 1 <= frame <= (count := frame_count(ds)):
         raise RenderError(f"La instancia tiene {count} cuadro(s); no existe el cuadro {frame}", 404)
+    if int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0) > MAX_FRAME_PIXELS:
+        raise RenderError("La imagen es demasiado grande para mostrarla como vista previa", 422)
     arr = _decode(ds, frame)
     color = int(ds.get("SamplesPerPixel", 1) or 1) > 1 or ds.get("PhotometricInterpretation") == "PALETTE COLOR"
     if color:
