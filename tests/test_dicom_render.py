@@ -175,6 +175,9 @@ def test_rendered_routes_answer_images(client, auth, services):
     assert whole.status_code == 200 and whole.headers["content-type"].startswith('multipart/related; type="image/jpeg"')
     assert whole.content.count(b"\xff\xd8\xff") == 3  # one JPEG per instance
     assert client.get(f"/dicomweb/studies/{study}/rendered", headers=auth).content.count(b"Content-Location: ") == 3
+    png = client.get(f"/dicomweb/studies/{study}/rendered", headers={**auth, "Accept": 'multipart/related; type="image/png"'})
+    assert png.status_code == 200 and png.headers["content-type"].startswith('multipart/related; type="image/png"')
+    assert png.content.count(b"\x89PNG") == 3
 
 
 def test_bad_parameters_are_a_spanish_400_or_406(client, auth, services):

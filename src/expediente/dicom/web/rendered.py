@@ -45,14 +45,18 @@ def _media_type(request: Request) -> str:
     ranked = []
     for part in raw.split(","):
         media, *params = [p.strip() for p in part.split(";")]
-        q = 1.0
+        media, q = media.lower(), 1.0
         for p in params:
             if p.startswith("q="):
                 try:
                     q = float(p[2:])
                 except ValueError:
                     q = 0.0
-        ranked.append((q, media.lower()))
+            elif p.lower().startswith("type=") and media == "multipart/related":
+                media = p[5:].strip('"').lower()  # multipart/related; type="image/jpeg"
+        if media == "multipart/related":
+            media = "image/jpeg"
+        ranked.append((q, media))
     for q, media in sorted(ranked, key=lambda r: -r[0]):
         if q <= 0:
             continue
