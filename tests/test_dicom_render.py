@@ -209,7 +209,7 @@ def test_without_a_token_401_and_out_of_scope_an_audited_404(client, auth, servi
         entries = conn.execute(sa.select(audit_log.c.res_id, audit_log.c.outcome, audit_log.c.patient_key).where(audit_log.c.res_type == "ImagingStudy", audit_log.c.action == "read")).all()
     assert {(study, "denied"), (study, "allowed"), (unreconciled, "denied")} <= {(e.res_id, e.outcome) for e in entries}
     assert any(e.res_id == study and e.outcome == "allowed" and e.patient_key for e in entries)
-    assert client.get(f"/dicomweb/studies/1.2.3.999/rendered", headers=auth).status_code == 404
+    assert client.get("/dicomweb/studies/1.2.3.999/rendered", headers=auth).status_code == 404
 
 
 def test_thumbnails_show_the_middle_instance_and_are_kept(client, auth, services):
