@@ -9,7 +9,7 @@ import sqlalchemy as sa
 import pytest
 from pydicom import dcmread
 
-from expediente.db.schema import audit_log, dicom_instance
+from expediente.db.schema import audit_log
 from tests.dicom_samples import ct_slice
 from tests.dimse_helpers import need_dcmtk, start
 

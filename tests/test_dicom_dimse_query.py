@@ -142,3 +142,50 @@ def test_get_other_institution_finds_nothing(archive, tmp_path):
     archive.run("getscu", "-S", "-od", str(out), "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={STUDY_C}")
     assert list(out.iterdir()) == []
     archive.echo()
+
+
+def _find_rq(message_id: int, level: str = "STUDY") -> tuple[dict, bytes]:
+    from pydicom.dataset import Dataset
+    from pynetdicom.dsutils import encode
+
+    from expediente.dicom.net import dimse
+
+    ds = Dataset()
+    ds.QueryRetrieveLevel = level
+    ds.StudyInstanceUID = ""
+    command = {dimse.COMMAND_FIELD: dimse.C_FIND_RQ, dimse.MESSAGE_ID: message_id, dimse.PRIORITY: 0, dimse.DATASET_TYPE: 0, dimse.AFFECTED_SOP_CLASS: "1.2.840.10008.5.1.4.1.2.2.1"}
+    return command, encode(ds, False, True)
+
+
+def test_find_cancel(archive):
+    """A C-CANCEL sent right after the C-FIND ends it with Cancel (0xFE00) before all matches."""
+    from expediente.dicom.net import dimse, pdu
+    from expediente.dicom.net.scu import Requestor
+
+    scu = Requestor.open("127.0.0.1", archive.port, calling="MODALIDAD", called="EXPEDIENTE", proposals=[("1.2.840.10008.5.1.4.1.2.2.1", ["1.2.840.10008.1.2.1"])])
+    ctx = scu.context_for("1.2.840.10008.5.1.4.1.2.2.1")
+    command, identifier = _find_rq(5)
+    cancel = {dimse.COMMAND_FIELD: dimse.C_CANCEL_RQ, dimse.RESPONDED_TO: 5, dimse.DATASET_TYPE: dimse.NO_DATASET}
+    scu.link.sock.sendall(pdu.p_data(ctx, True, True, dimse.encode(command)) + pdu.p_data(ctx, False, True, identifier) + pdu.p_data(ctx, True, True, dimse.encode(cancel)))
+    statuses = []
+    while True:
+        _, rsp = scu.link.command()
+        statuses.append(rsp[dimse.STATUS])
+        if rsp[dimse.DATASET_TYPE] != dimse.NO_DATASET:
+            scu.link.dataset(ctx)
+        if rsp[dimse.STATUS] != 0xFF00:
+            break
+    assert statuses[-1] == 0xFE00 and len(statuses) < 3  # two studies are visible: not all were sent
+    # The association goes on: a new C-FIND answers both studies.
+    command, identifier = _find_rq(6)
+    scu.link.send(ctx, command, identifier)
+    pending = 0
+    while True:
+        _, rsp = scu.link.command()
+        if rsp[dimse.DATASET_TYPE] != dimse.NO_DATASET:
+            scu.link.dataset(ctx)
+        if rsp[dimse.STATUS] != 0xFF00:
+            break
+        pending += 1
+    assert (pending, rsp[dimse.STATUS]) == (2, 0)
+    scu.release()

@@ -17,7 +17,6 @@ from expediente.dicom.status import (
     CANCEL,
     IDENTIFIER_MISMATCH,
     MOVE_DESTINATION_UNKNOWN,
-    NOT_AUTHORIZED,
     PENDING,
     SUB_OPERATIONS_FAILED,
     SUCCESS,
