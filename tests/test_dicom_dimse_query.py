@@ -189,3 +189,15 @@ def test_find_cancel(archive):
         pending += 1
     assert (pending, rsp[dimse.STATUS]) == (2, 0)
     scu.release()
+
+
+def test_move_to_a_destination_that_is_down(archive):
+    done = archive.run("movescu", "-v", "-S", "-aem", "VISOR", "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={STUDY_A}")
+    assert "refused: outofresourcessuboperations" in (done.stdout + done.stderr).lower(), done.stdout  # 0xA702
+    archive.echo()
+
+
+def test_move_without_unique_key_is_refused(archive):
+    done = archive.run("movescu", "-v", "-S", "-aem", "VISOR", "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID=1.2.*")
+    assert "identifierdoesnotmatchsopclass" in (done.stdout + done.stderr).lower() or "datasetdoesnotmatchsopclass" in (done.stdout + done.stderr).lower(), done.stdout
+    archive.echo()
