@@ -100,6 +100,8 @@ def _child(settings: Settings, sock: socket.socket) -> None:
     while not stopping.is_set():
         if os.getppid() != parent:  # the server died without stopping us: stop too
             break
+        if active and stopping.wait(0.003):
+            break  # busy: a moment for an idle sibling to take the next association
         try:
             conn, address = sock.accept()
         except (TimeoutError, socket.timeout, InterruptedError, BlockingIOError):
