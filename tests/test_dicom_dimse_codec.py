@@ -126,3 +126,45 @@ def test_p_data_matches_pynetdicom(ctx, command, last, data):
     assert raw == oracle.encode()
     ((c, is_command, is_last, view),) = list(pdu.pdvs(memoryview(raw)[6:]))
     assert (c, is_command, is_last, bytes(view)) == (ctx, command, last, data)
+
+
+@given(peer_max=st.sampled_from([0, 64, 100, 1000, 16384]), size=st.integers(0, 5000))
+@hsettings(max_examples=25, deadline=None)
+def test_messages_fragment_to_the_peer_max_pdu(peer_max, size):
+    """What we send never exceeds the peer's maximum PDU length, and reassembles exactly."""
+    import socket
+
+    from expediente.dicom.net.link import Link
+
+    a, b = socket.socketpair()
+    try:
+        data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+        command = {dimse.COMMAND_FIELD: dimse.C_STORE_RQ, dimse.MESSAGE_ID: 1, dimse.DATASET_TYPE: 0, dimse.AFFECTED_SOP_CLASS: "1.2.840.10008.5.1.4.1.1.2", dimse.AFFECTED_SOP_INSTANCE: "1.2.3"}
+        Link(a, pdu.Reader(a, 1 << 16), peer_max).send(1, command, data)
+        a.shutdown(socket.SHUT_WR)
+        reader = pdu.Reader(b, 1 << 20)
+        received = Link(b, reader, 0)
+        ctx, decoded = received.command()
+        assert decoded[dimse.AFFECTED_SOP_INSTANCE] == "1.2.3"
+        assert received.dataset(ctx) == data
+    finally:
+        a.close()
+        b.close()
+    # Every PDU within the limit: encode again and walk the PDU headers.
+    import struct
+
+    c, d = socket.socketpair()
+    try:
+        Link(c, pdu.Reader(c, 1 << 16), peer_max).send(1, command, data)
+        c.shutdown(socket.SHUT_WR)
+        raw = b""
+        while chunk := d.recv(1 << 16):
+            raw += chunk
+    finally:
+        c.close()
+        d.close()
+    pos = 0
+    while pos < len(raw):
+        (length,) = struct.unpack_from(">I", raw, pos + 2)
+        assert peer_max == 0 or length <= max(peer_max, 22)
+        pos += 6 + length

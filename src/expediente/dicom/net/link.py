@@ -22,8 +22,9 @@ class Link:
     def __init__(self, sock: socket.socket, reader: pdu.Reader, peer_max_pdu: int):
         self.sock = sock
         self.reader = reader
-        # Largest PDV data we send: the peer's maximum PDU less the PDU and PDV headers.
-        self.fragment = (peer_max_pdu - 12) if peer_max_pdu >= 1024 else 1 << 20
+        # Largest PDV data we send: the peer's maximum PDU length (the P-DATA-TF variable
+        # field) less the PDV item header; 0 means no limit.
+        self.fragment = max(peer_max_pdu - 6, 16) if peer_max_pdu else 1 << 20
         self._pdvs: list = []  # the PDVs of the current P-DATA PDU not yet handed out
         self._next = 0
 
