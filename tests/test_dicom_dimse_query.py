@@ -38,6 +38,19 @@ def archive(settings, services, tmp_path):
         handle.stop()
 
 
+def _last_audit(peer) -> dict:
+    import sqlalchemy as sa
+
+    from expediente.db.schema import audit_log
+
+    engine = sa.create_engine(peer.settings.sqlalchemy_url)
+    try:
+        with engine.connect() as conn:
+            return dict(conn.execute(sa.select(audit_log).where(audit_log.c.action == "dimse").order_by(audit_log.c.seq.desc()).limit(1)).mappings().one())
+    finally:
+        engine.dispose()
+
+
 def _find(peer, tmp: Path, *keys: str, root: str = "-S", calling: str = "MODALIDAD") -> tuple[list, subprocess.CompletedProcess]:
     out = tmp / f"find-{time.monotonic_ns()}"
     out.mkdir()
@@ -55,6 +68,7 @@ def test_find_study_root_wildcard_name(archive, tmp_path):
     assert [a.StudyInstanceUID for a in answers] == [STUDY_A]
     assert answers[0].StudyDate == "20240315" and int(answers[0].NumberOfStudyRelatedInstances) == 3
     assert str(answers[0].PatientName).startswith("Hern")
+    assert "encontradas 1" in _last_audit(archive)["reason"]
 
 
 def test_find_date_range_and_scope(archive, tmp_path):
@@ -105,11 +119,15 @@ def test_move_study_to_storescp(archive, tmp_path):
         time.sleep(0.5)
         done = archive.run("movescu", "-v", "-S", "-aem", "VISOR", "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={STUDY_A}")
         assert done.returncode == 0, done.stdout + done.stderr
+        out = done.stdout + done.stderr
+        assert out.count("(Pending)") == 2 and "Received Final Move Response (Success)" in out
     finally:
         scp.terminate()
         scp.wait(10)
     files = sorted(received.iterdir())
     assert len(files) == 3
+    audit = _last_audit(archive)
+    assert "movidas 3" in audit["reason"] and f"ImagingStudy/{STUDY_A}" in audit["entities"]
     originals = {dcmread(io.BytesIO(d)).SOPInstanceUID: _dataset_bytes(d) for d in archive.sent["a"]}
     for path in files:
         data = path.read_bytes()
