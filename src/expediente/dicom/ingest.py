@@ -306,7 +306,8 @@ def _insert_ignoring(conn: sa.Connection, table: sa.Table) -> sa.Insert:
             from sqlalchemy.dialects.postgresql import insert
         else:
             from sqlalchemy.dialects.sqlite import insert
-        _INSERT_IGNORING[key] = insert(table).on_conflict_do_nothing()
+        # preserve_rowcount: SQLAlchemy 2.1 with psycopg reports -1 for an INSERT otherwise.
+        _INSERT_IGNORING[key] = insert(table).on_conflict_do_nothing().execution_options(preserve_rowcount=True)
     return _INSERT_IGNORING[key]
 
 
