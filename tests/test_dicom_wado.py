@@ -116,7 +116,7 @@ def test_transfer_syntax_negotiation(client, auth):
     _stored(client, auth, data)
     url = instance_url(data)
     # Stored syntax whenever it is acceptable (with q values, the best acceptable wins).
-    accept = f'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50; q=0.9, multipart/related; type="application/dicom"; transfer-syntax=*; q=0.5'
+    accept = 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50; q=0.9, multipart/related; type="application/dicom"; transfer-syntax=*; q=0.5'
     assert [p for _, p in _parts(client.get(url, headers={**auth, "Accept": accept}))] == [data]
     # Another lossless syntax is made on the way out, same pixels.
     accept = f'multipart/related; type="application/dicom"; transfer-syntax={JPEG2000Lossless}'
@@ -300,7 +300,7 @@ def test_a_clinician_sees_the_studies_of_patients_in_their_care_only(client, aut
     for url in (f"/dicomweb/studies/{study}", instance_url(data) + "/metadata", instance_url(data) + "/frames/1"):
         r = client.get(url, headers=theirs)
         assert r.status_code == 404, (url, r.text)
-    study_, series, sop, _ = uids(data)
+    _, series, sop, _ = uids(data)
     r = client.get(f"/wado?requestType=WADO&studyUID={study}&seriesUID={series}&objectUID={sop}&contentType=application/dicom", headers=theirs)
     assert r.status_code == 404
     with services.engine.connect() as conn:
