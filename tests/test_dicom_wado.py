@@ -247,13 +247,17 @@ def test_wado_uri(client, auth):
     assert r.status_code == 200 and r.content == data and r.headers["content-type"] == "application/dicom"
     r = client.get(base + f"&contentType=application/dicom&transferSyntax={JPEG2000Lossless}", headers=auth)
     assert r.status_code == 200 and _ds(r.content).file_meta.TransferSyntaxUID == JPEG2000Lossless
-    r = client.get(base, headers=auth)  # image/jpeg by default: rendered when the renderer is there
-    try:
-        import expediente.dicom.render  # noqa: F401
-    except ImportError:
-        assert r.status_code == 406
-    else:
-        assert r.status_code == 200 and r.content[:2] == b"\xff\xd8"
+    r = client.get(base, headers=auth)  # image/jpeg by default: a rendered frame
+    assert r.status_code == 200 and r.content[:2] == b"\xff\xd8" and r.headers["content-type"] == "image/jpeg"
+    r = client.get(base + "&contentType=image/png&rows=16&columns=16&windowCenter=40&windowWidth=400", headers=auth)
+    assert r.status_code == 200 and r.content[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+
+    assert Image.open(io.BytesIO(r.content)).size == (16, 16)
+    r = client.get(base + "&frameNumber=2", headers=auth)
+    assert r.status_code == 404 and "cuadro" in r.json()["issue"][0]["diagnostics"]
+    r = client.get(base + "&contentType=image/tiff", headers=auth)
+    assert r.status_code == 406
     assert client.get(f"/wado?studyUID={study}&seriesUID={series}&objectUID={sop}", headers=auth).status_code == 400
     assert client.get(f"/wado?requestType=WADO&studyUID={study}&seriesUID={series}", headers=auth).status_code == 400
     assert client.get(f"/wado?requestType=WADO&studyUID=../../etc&seriesUID={series}&objectUID={sop}", headers=auth).status_code == 400
