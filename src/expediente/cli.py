@@ -489,21 +489,26 @@ def _serve(settings: Settings) -> None:
     configure_logging(settings.log_level)
     from granian import Granian
 
+    from expediente.dicom.background import start_follower, stop_follower
     from expediente.security.tls import granian_options
 
-    Granian(
-        "expediente.app:app_factory",
-        factory=True,
-        address=settings.host,
-        port=settings.port,
-        interface="asgi",
-        workers=settings.workers,
-        loop="uvloop",
-        log_enabled=True,
-        log_dictconfig=server_log_config(settings.log_level),
-        workers_kill_timeout=20,
-        **granian_options(settings),
-    ).serve()
+    follower = start_follower(settings)  # imaging: metadata, ImagingStudy, priors (one process)
+    try:
+        Granian(
+            "expediente.app:app_factory",
+            factory=True,
+            address=settings.host,
+            port=settings.port,
+            interface="asgi",
+            workers=settings.workers,
+            loop="uvloop",
+            log_enabled=True,
+            log_dictconfig=server_log_config(settings.log_level),
+            workers_kill_timeout=20,
+            **granian_options(settings),
+        ).serve()
+    finally:
+        stop_follower(follower)
 
 
 TlsCertificate = Annotated[str | None, typer.Option(help="Cadena de certificados PEM: sirve HTTPS (con --tls-key)")]
