@@ -19,7 +19,7 @@ import pydicom
 import sqlalchemy as sa
 
 from expediente.db.schema import dicom_instance, dicom_study
-from expediente.dicom.archive import Archive, InstanceRef, Scope
+from expediente.dicom.archive import Archive, InstanceRef, Scope, instance_query
 from expediente.dicom.metadata import BASE_MARK, fill_studies
 
 _ITEM, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE0DD
@@ -52,18 +52,7 @@ def metadata(archive: Archive, base: str, *, study_uid: str, series_uid: str | N
 
 
 def _fragments(archive: Archive, study_uid, series_uid, sop_uid, scope: Scope, primary: bool = False) -> list[bytes | None]:
-    query = (
-        sa.select(dicom_instance.c.metadata)
-        .select_from(dicom_instance.join(dicom_study, dicom_study.c.study_uid == dicom_instance.c.study_uid))
-        .where(dicom_instance.c.study_uid == study_uid)
-    )
-    if series_uid is not None:
-        query = query.where(dicom_instance.c.series_uid == series_uid)
-    if sop_uid is not None:
-        query = query.where(dicom_instance.c.sop_instance_uid == sop_uid)
-    if (cond := scope.where()) is not None:
-        query = query.where(cond)
-    query = query.order_by(dicom_instance.c.series_uid, dicom_instance.c.instance_number, dicom_instance.c.sop_instance_uid)
+    query = instance_query((dicom_instance.c.metadata,), study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid, scope=scope)
     with (archive.engine if primary else archive.reader).connect() as conn:
         return [_as_bytes(r[0]) for r in conn.execute(query)]
 
