@@ -242,3 +242,28 @@ def test_storing_needs_a_token_and_the_right_to_create_imaging_studies(client, s
     assert len(denied) == 1 and denied[0].role == "auditor" and denied[0].action == "create"
     assert institution == "DFIMS000011"  # the study is the technician's institution's
     assert _counts(services) == (1, 1, 1)
+
+
+def test_the_multipart_reader_splits_parts_whatever_the_chunking():
+    from expediente.dicom.web.multipart import MalformedMultipart, MultipartReader, PartData, PartEnd, PartStart
+
+    parts = [b"\r\n--not-the-boundary\r\n" + bytes(range(256)) * 3, b"", b"--expediente-prueba-7d1\r\n"]
+    body = b"preamble to ignore\r\n" + stow_body(*parts) + b"epilogue to ignore"
+    for size in (1, 2, 7, 64, len(body)):
+        reader = MultipartReader("expediente-prueba-7d1c")
+        got, current = [], None
+        for i in range(0, len(body), size):
+            for event in reader.feed(body[i : i + size]):
+                if isinstance(event, PartStart):
+                    assert event.content_type == "application/dicom"
+                    current = bytearray()
+                elif isinstance(event, PartData):
+                    current += event.data
+                elif isinstance(event, PartEnd):
+                    got.append(bytes(current))
+        reader.close()
+        assert got == parts, size
+    with pytest.raises(MalformedMultipart):
+        reader = MultipartReader("expediente-prueba-7d1c")
+        reader.feed(stow_body(b"abc")[:-10])
+        reader.close()
