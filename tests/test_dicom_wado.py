@@ -93,8 +93,9 @@ def test_study_series_and_instance_come_back_bit_identical(client, auth):
     assert all(h["content-type"] == f"application/dicom; transfer-syntax={ExplicitVRLittleEndian}" for h, _ in parts)
     series_parts = _parts(client.get(f"/dicomweb/studies/{study}/series/{series}", headers=auth))
     assert [p for _, p in series_parts] == slices  # instance-number order
-    one = _parts(client.get(instance_url(slices[1]), headers=auth))
-    assert [p for _, p in one] == [slices[1]]
+    r = client.get(instance_url(slices[1]), headers=auth)
+    assert [p for _, p in _parts(r)] == [slices[1]]
+    assert r.headers["cache-control"] == "no-store"  # patient images stay out of shared caches
 
 
 def test_a_single_instance_as_application_dicom_honours_range(client, auth):
