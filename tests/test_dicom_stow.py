@@ -267,3 +267,26 @@ def test_the_multipart_reader_splits_parts_whatever_the_chunking():
         reader = MultipartReader("expediente-prueba-7d1c")
         reader.feed(stow_body(b"abc")[:-10])
         reader.close()
+
+
+def test_damaged_files_never_answer_500_nor_leave_anything_half_stored(client, auth, services):
+    import random
+
+    rng = random.Random(6)
+    good = ct_slice()
+    statuses = set()
+    for _ in range(150):
+        data = bytearray(good)
+        if rng.random() < 0.5:
+            del data[rng.randrange(132, len(data)) :]  # truncated anywhere after the preamble
+        for _ in range(rng.randrange(1, 8)):  # flipped bytes, header included
+            data[rng.randrange(128, min(len(data), 1200))] = rng.randrange(256)
+        r = stow(client, auth, bytes(data))
+        assert r.status_code in (200, 409), r.text
+        statuses.add(r.status_code)
+    assert 409 in statuses
+    with services.engine.connect() as conn:
+        rows = conn.execute(sa.select(dicom_instance.c.blob_key, dicom_instance.c.size)).all()
+    for row in rows:  # whatever was kept is whole and readable
+        assert len(services.archive.blobs.get(row.blob_key)) == row.size
+    assert _spool(services) == []

@@ -28,7 +28,7 @@ _FRAME_STARTS = (b"\xff\xd8", b"\xff\x4f", b"\x00\x00\x00\x0c")
 
 
 class FrameError(ValueError):
-    """A frame that cannot be served (Spanish reason)."""
+    """A frame or bulk value that cannot be served (Spanish reason)."""
 
 
 def study_patients(archive: Archive, study_uids: list[str]) -> dict[str, str | None]:
@@ -71,18 +71,23 @@ def header(archive: Archive, ref: InstanceRef) -> pydicom.Dataset:
     key = ("header", ref.blob_key)
     if (cached := _CACHE.get(key)) is not None:
         return cached
-    end = ref.pixel_offset if ref.pixel_offset is not None else ref.size
-    ds = pydicom.dcmread(io.BytesIO(archive.read(ref, 0, end)), stop_before_pixels=True, force=True)
+    ds = _read_header(archive, ref)
     _CACHE.put(key, ds)
     return ds
+
+
+def _read_header(archive: Archive, ref: InstanceRef) -> pydicom.Dataset:
+    end = ref.pixel_offset if ref.pixel_offset is not None else ref.size
+    try:
+        return pydicom.dcmread(io.BytesIO(archive.read(ref, 0, end)), stop_before_pixels=True, force=True)
+    except Exception as exc:  # noqa: BLE001 - a header pydicom cannot read is reported, never a 500
+        raise FrameError(f"la cabecera de la instancia no se puede leer ({type(exc).__name__})") from None
 
 
 def bulk_value(archive: Archive, ref: InstanceRef, tag: int) -> bytes | None:
     """The value bytes, as stored, of a bulk element other than Pixel Data: the first one with
     this tag, top level first, then inside sequences. None when there is none."""
-    end = ref.pixel_offset if ref.pixel_offset is not None else ref.size
-    ds = pydicom.dcmread(io.BytesIO(archive.read(ref, 0, end)), stop_before_pixels=True, force=True)
-    return _raw_value(ds, tag)
+    return _raw_value(_read_header(archive, ref), tag)
 
 
 def _raw_value(ds: pydicom.Dataset, tag: int) -> bytes | None:

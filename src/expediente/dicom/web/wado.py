@@ -234,7 +234,10 @@ async def retrieve_bulkdata(request: Request) -> Response:
             yield writer.end()
 
         return StreamingResponse(body(), headers={"content-type": writer.content_type()})
-    value = await run_in_threadpool(retrieval.bulk_value, archive, ref, tag)
+    try:
+        value = await run_in_threadpool(retrieval.bulk_value, archive, ref, tag)
+    except FrameError as exc:
+        raise FhirError.of(400, f"No se pueden entregar los datos masivos: {exc}", "processing") from None
     if value is None:
         raise FhirError.of(404, f"La instancia no tiene el elemento ({raw_tag[:4]},{raw_tag[4:]}) como datos masivos", "not-found")
     if single:
