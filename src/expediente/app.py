@@ -21,7 +21,7 @@ from expediente.fhir import api as fhir_api
 from expediente.fhir import profile_api, signature_api, terminology_api
 from expediente.fhir.errors import FhirError
 from expediente.db.statistics import StatisticsRefresher
-from expediente.blobs.local import LocalBlobStore
+from expediente.blobs import make_blob_store
 from expediente.dicom.archive import Archive
 from expediente.dicom.follower import StudyFollower
 from expediente.dicom.metadata import fill_studies
@@ -77,7 +77,7 @@ class Services:
         linker = Linker(store, base=settings.public_base + "/fhir")
         if settings.mpi_autolink:
             store.patient_listeners.append(linker.patients_written)
-        archive = Archive(engine, LocalBlobStore.from_settings(settings), settings, reader)
+        archive = Archive(engine, make_blob_store(settings), settings, reader)
         study_linker = StudyLinker(engine, archive.blobs, store, settings.public_base + "/dicomweb")
         priors = Priors(engine, archive.blobs)
         priors.preparers.append(Thumbnails(archive).prepare)  # the priors' previews

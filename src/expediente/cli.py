@@ -8,6 +8,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -122,12 +123,22 @@ def db_current() -> None:
 
 
 def _blob_store(settings: Settings):
+    """The configured blob store, reached once; bad settings exit 2 with the reason."""
+    from expediente.blobs import check_blob_store
+
+    with _blob_errors():
+        return check_blob_store(settings)
+
+
+@contextmanager
+def _blob_errors():
+    """Blob store failures (settings, keys, an unreachable object store) said without a traceback."""
+    from expediente.blobs import BlobConfigError, BlobStoreError
     from expediente.blobs.keyring import KeyringError
-    from expediente.blobs.local import LocalBlobStore
 
     try:
-        return LocalBlobStore.from_settings(settings)
-    except KeyringError as exc:
+        yield
+    except (KeyringError, BlobConfigError, BlobStoreError) as exc:
         console.print(f"[red]Error de configuración:[/red] {exc}")
         raise typer.Exit(2) from None
 
@@ -138,7 +149,9 @@ def blobs_status() -> None:
     from expediente.blobs.rotation import census
 
     store = _blob_store(_settings())
-    counts = census(store)
+    typer.echo(f"almacén: {store.describe()}")
+    with _blob_errors():
+        counts = census(store)
     current = store.keyring.current if store.keyring else None
     for key_id, n in sorted(counts.items()):
         typer.echo(f"{key_id}: {n}" + ("  (llave actual)" if key_id == current else ""))
@@ -167,18 +180,14 @@ def blobs_add_key(
 @blobs_app.command("rotate-key")
 def blobs_rotate_key() -> None:
     """Re-encrypt every blob under the current key. Resumable: run it again after an interruption."""
-    from expediente.blobs.keyring import KeyringError
     from expediente.blobs.rotation import rotate
 
     store = _blob_store(_settings())
-    total = sum(1 for _ in store.keys())
-    try:
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("Cifrando con la llave actual", total=total)
-            report = rotate(store, progress=lambda: progress.advance(task))
-    except KeyringError as exc:
-        console.print(f"[red]Error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    with _blob_errors():
+        total = sum(1 for _ in store.keys())
+    with _blob_errors(), Progress(console=console, transient=True) as progress:
+        task = progress.add_task("Cifrando con la llave actual", total=total)
+        report = rotate(store, progress=lambda: progress.advance(task))
     for key, reason in sorted(report.failed.items()):
         console.print(f"[red]no se pudo recifrar[/red] {key}: {reason}")
     typer.echo(
@@ -535,6 +544,8 @@ def _check_protection(settings: Settings) -> None:
     except (TlsConfigError, KeyringError, ValueError) as exc:
         console.print(f"[red]Error de configuración:[/red] {exc}")
         raise typer.Exit(2) from None
+    # The object store's bucket and credentials, before serving; what a crash left spooled.
+    _blob_store(settings).sweep_spool()
 
 
 @app.command()

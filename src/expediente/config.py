@@ -79,6 +79,17 @@ class Settings:
     # (TOML: current = "<id>", [keys] <id> = "<key>"); both empty: blobs stored as they come.
     blob_key: str = ""
     blob_keyring: str = ""
+    # Where blobs live (docs/operations.md, "Blob storage"): "local" files under data_dir/blobs,
+    # or "s3": any S3-compatible object store (MinIO, Ceph RGW, AWS S3). Endpoint empty: AWS;
+    # region empty: us-east-1 (or AWS_REGION); keys empty: the AWS credential chain (AWS_*
+    # variables, instance role). Objects are named <prefix>ab/cd/<sha256>, as the local files.
+    blob_backend: str = "local"
+    s3_endpoint: str = ""
+    s3_bucket: str = ""
+    s3_region: str = ""
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_prefix: str = ""
     # Origins allowed to call the API from a browser, comma-separated; empty: no CORS headers.
     cors_origins: str = ""
     # Token-bucket rate limits per worker process (sustained rate, burst size).

@@ -147,7 +147,7 @@ class EncryptedFile:
 
     @classmethod
     def open(cls, f: BinaryIO, header: Header, keyring: Keyring, digest: bytes) -> EncryptedFile:
-        body = os.fstat(f.fileno()).st_size - header.size
+        body = f.seek(0, os.SEEK_END) - header.size
         stride = header.segment_size + TAG
         count = max(1, -(-body // stride))
         last = body - (count - 1) * stride
@@ -155,16 +155,24 @@ class EncryptedFile:
             raise BlobIntegrityError("archivo cifrado incompleto")
         return cls(f, header, _cipher(keyring, header), digest, count, body - count * TAG)
 
-    def _segment(self, index: int) -> bytes:
-        stride = self.header.segment_size + TAG
-        self.f.seek(self.header.size + index * stride)
+    def _decrypt(self, index: int, data: bytes) -> bytes:
         final = index == self.segments - 1
-        data = self.f.read(stride)
         nonce, aad = _nonce_and_aad(self.header, self.digest, index, final)
         try:
             return self.cipher.decrypt(nonce, data, aad)
         except InvalidTag:
             raise BlobIntegrityError(f"el segmento {index} no pasó la verificación de autenticidad") from None
+
+    def _segments(self, first: int, last: int, per_read: int = 128) -> Iterator[bytes]:
+        """Segments first..last decrypted, `per_read` (8 MiB) at a time: each batch is one
+        contiguous read (one request on an object store), and memory stays bounded."""
+        stride = self.header.segment_size + TAG
+        for batch in range(first, last + 1, per_read):
+            count = min(per_read, last + 1 - batch)
+            self.f.seek(self.header.size + batch * stride)
+            data = memoryview(self.f.read(count * stride))
+            for n in range(count):
+                yield self._decrypt(batch + n, bytes(data[n * stride : (n + 1) * stride]))
 
     def read(self, start: int = 0, end: int | None = None) -> bytes:
         """Plaintext bytes [start, end), like slicing, decrypting only the segments needed."""
@@ -175,12 +183,12 @@ class EncryptedFile:
         else:
             last = max(0, stop - 1) // size
         first = min(start // size, last) if start < stop else last
-        plain = b"".join(self._segment(i) for i in range(first, last + 1))
+        plain = b"".join(self._segments(first, last))
         if start >= stop:
             return b""
         offset = first * size
         return plain[start - offset : stop - offset]
 
-    def chunks(self) -> Iterator[bytes]:
-        for index in range(self.segments):
-            yield self._segment(index)
+    def chunks(self, per_read: int = 16) -> Iterator[bytes]:
+        """The whole plaintext in order, `per_read` segments per read."""
+        return self._segments(0, self.segments - 1, per_read)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from expediente.blobs.encryption import BlobIntegrityError
 from expediente.blobs.keyring import KeyringError
-from expediente.blobs.local import LocalBlobStore
+from expediente.blobs.base import BlobStore
 
 PLAINTEXT = "(sin cifrar)"
 
@@ -26,7 +26,7 @@ class RotationReport:
     failed: dict[str, str] = field(default_factory=dict)  # blob key -> reason
 
 
-def census(store: LocalBlobStore) -> Counter:
+def census(store: BlobStore) -> Counter:
     """How many blobs each key id protects (PLAINTEXT for unencrypted ones)."""
     counts: Counter = Counter()
     for key in store.keys():
@@ -37,7 +37,7 @@ def census(store: LocalBlobStore) -> Counter:
     return counts
 
 
-def rotate(store: LocalBlobStore, progress: Callable[[], None] | None = None) -> RotationReport:
+def rotate(store: BlobStore, progress: Callable[[], None] | None = None) -> RotationReport:
     if store.keyring is None:
         raise KeyringError("no hay llaves configuradas (blob_key o blob_keyring): nada con qué cifrar")
     report = RotationReport()

@@ -13,7 +13,7 @@ from typing import BinaryIO
 
 import sqlalchemy as sa
 
-from expediente.blobs.local import LocalBlobStore
+from expediente.blobs import make_blob_store
 from expediente.config import Settings
 from expediente.db.engine import make_engine
 from expediente.db.schema import dicom_instance, dicom_study
@@ -103,7 +103,7 @@ class Archive:
     @classmethod
     def build(cls, settings: Settings) -> Archive:
         """An archive with its own engine and blob store (a receiving process after fork)."""
-        return cls(make_engine(settings), LocalBlobStore.from_settings(settings), settings)
+        return cls(make_engine(settings), make_blob_store(settings), settings)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -23,6 +23,7 @@ import pydicom
 import sqlalchemy as sa
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
+from expediente.blobs.base import BlobStoreError
 from expediente.db.engine import write_transaction
 from expediente.db.schema import dicom_instance, dicom_series, dicom_study
 from expediente.dicom.parse import Header, NotDicom, parse_header, valid_uid
@@ -232,6 +233,9 @@ class Receipt:
         except NotDicom as exc:
             self.abort()
             raise Refused(CANNOT_UNDERSTAND, str(exc)) from None
+        except BlobStoreError as exc:  # the object store is down or refuses us: nothing indexed
+            self.abort()
+            raise Refused(OUT_OF_RESOURCES, f"no se pudo guardar la instancia: {exc}") from None
         except BaseException:
             self.abort()
             raise
