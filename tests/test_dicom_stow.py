@@ -96,7 +96,7 @@ def test_every_file_pydicom_ships_stores_bit_identical_or_is_refused_in_spanish(
             failure = seq(doc, FAILED)[0]
             assert value(failure, REASON) in (CANNOT_UNDERSTAND, DATASET_MISMATCH), (path, failure)
             reason = value(failure, TEXT)
-            assert reason and any(w in reason for w in ("falta", "no es", "inválid", "truncado", "dañados", "no coincide")), (path, reason)
+            assert reason and any(w in reason for w in ("falta", "no es", "inválid", "truncado", "dañados", "no coincide", "desconocida")), (path, reason)
     assert stored > 80 and refused > 0, (stored, refused)
     assert _counts(services)[2] == len(first_of)
     with services.engine.connect() as conn:

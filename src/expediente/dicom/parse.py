@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import pydicom
+from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.uid import UID
 
@@ -121,6 +122,8 @@ def _parse_with_pydicom(f: BinaryIO) -> tuple[dict[str, str], str, str, int | No
         meta = getattr(ds, "file_meta", None)
         syntax = str(meta.get("TransferSyntaxUID", "") or "") if meta is not None else ""
         media_uid = str(meta.get("MediaStorageSOPInstanceUID", "") or "") if meta is not None else ""
+    except InvalidDicomError:
+        raise NotDicom("no es un archivo DICOM Part 10: faltan el preámbulo con 'DICM' y la metainformación del archivo (grupo 0002)") from None
     except Exception as exc:  # noqa: BLE001 - untrusted bytes: pydicom fails in many ways (BytesLengthException...)
         raise NotDicom(f"no es un archivo DICOM válido: {_short(exc)}") from None
     return values, syntax, media_uid, pixel_at
