@@ -28,7 +28,7 @@ from expediente.dicom.metadata import fill_studies
 from expediente.dicom.priors import Priors
 from expediente.dicom.study_link import StudyLinker
 from expediente.dicom.thumbnails import Thumbnails
-from expediente.dicom.web import qido, reconcile_api, rendered
+from expediente.dicom.web import qido, reconcile_api, rendered, stow, wado, wado_uri
 from expediente.fhir.store import ResourceStore
 from expediente.mpi import link_api
 from expediente.mpi.linking import Linker
@@ -169,6 +169,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             *reconcile_api.routes,  # imaging studies waiting for their patient
             *rendered.routes,  # DICOMweb rendered images and thumbnails
             *qido.routes,  # QIDO-RS: /dicomweb/studies, /series, /instances
+            *stow.routes, *wado.routes, *wado_uri.routes,  # DICOMweb store and retrieve, WADO-URI
             *fhir_api.routes,
         ],
         exception_handlers={FhirError: _fhir_error, HTTPException: _http_error, Exception: _unexpected},

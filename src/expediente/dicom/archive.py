@@ -74,6 +74,23 @@ _REF_COLUMNS = (
 )
 
 
+def instance_query(columns, *, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None, scope: Scope) -> sa.Select:
+    """``columns`` of a study's instances (or one series', or one instance) the scope may see,
+    in series and instance-number order."""
+    query = (
+        sa.select(*columns)
+        .select_from(dicom_instance.join(dicom_study, dicom_study.c.study_uid == dicom_instance.c.study_uid))
+        .where(dicom_instance.c.study_uid == study_uid)
+    )
+    if series_uid is not None:
+        query = query.where(dicom_instance.c.series_uid == series_uid)
+    if sop_uid is not None:
+        query = query.where(dicom_instance.c.sop_instance_uid == sop_uid)
+    if (cond := scope.where()) is not None:
+        query = query.where(cond)
+    return query.order_by(dicom_instance.c.series_uid, dicom_instance.c.instance_number, dicom_instance.c.sop_instance_uid)
+
+
 class Archive:
     def __init__(self, engine: sa.Engine, blobs, settings: Settings, reader: sa.Engine | None = None):
         self.engine = engine
@@ -99,6 +116,10 @@ class Archive:
     def store_file(self, data: bytes | BinaryIO, *, origin: Origin) -> Stored:
         return self.ingest.store_file(data, origin=origin)
 
+    def begin_file(self, *, origin: Origin, study_uid: str | None = None) -> Receipt:
+        """A whole Part-10 file written in pieces as it arrives (STOW-RS), optionally of one study."""
+        return self.ingest.begin_file(origin=origin, study_uid=study_uid)
+
     # ------------------------------------------------------------------ finding
 
     def find(self, level: str, keys: dict, *, scope: Scope, limit: int | None = None, offset: int = 0, fuzzy: bool = False) -> list[dict]:
@@ -110,18 +131,7 @@ class Archive:
     def instances(self, *, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None, scope: Scope = EVERYTHING) -> list[InstanceRef]:
         """The instances of a study (or of one series, or one instance) the scope may see, in
         series and instance-number order."""
-        query = (
-            sa.select(*_REF_COLUMNS)
-            .select_from(dicom_instance.join(dicom_study, dicom_study.c.study_uid == dicom_instance.c.study_uid))
-            .where(dicom_instance.c.study_uid == study_uid)
-        )
-        if series_uid is not None:
-            query = query.where(dicom_instance.c.series_uid == series_uid)
-        if sop_uid is not None:
-            query = query.where(dicom_instance.c.sop_instance_uid == sop_uid)
-        if (cond := scope.where()) is not None:
-            query = query.where(cond)
-        query = query.order_by(dicom_instance.c.series_uid, dicom_instance.c.instance_number, dicom_instance.c.sop_instance_uid)
+        query = instance_query(_REF_COLUMNS, study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid, scope=scope)
         with self.reader.connect() as conn:
             return [InstanceRef(*row) for row in conn.execute(query)]
 

@@ -65,6 +65,8 @@ def parse_header(f: BinaryIO, size: int, head: bytes | None = None) -> Header:
         raise NotDicom("falta la sintaxis de transferencia (0002,0010) en la cabecera del archivo")
     if not valid_uid(syntax):
         raise NotDicom(f"la sintaxis de transferencia no es un UID válido: {syntax[:70]!r}")
+    if not UID(syntax).is_transfer_syntax:  # its byte order and VR encoding are unknown
+        raise NotDicom(f"sintaxis de transferencia desconocida: {syntax[:70]}")
     for keyword in REQUIRED_UIDS:
         value = values.get(keyword, "")
         if not value:
@@ -116,11 +118,14 @@ def _parse_with_pydicom(f: BinaryIO) -> tuple[dict[str, str], str, str, int | No
                 text = text.rstrip("=^")  # as the fast walk keeps names
             if text:
                 values[keyword] = text
-    except (InvalidDicomError, EOFError, struct.error, ValueError, KeyError, TypeError, OverflowError, NotImplementedError, LookupError) as exc:
+        # Inside the try: a damaged file meta element (an unknown VR) fails when it is read.
+        meta = getattr(ds, "file_meta", None)
+        syntax = str(meta.get("TransferSyntaxUID", "") or "") if meta is not None else ""
+        media_uid = str(meta.get("MediaStorageSOPInstanceUID", "") or "") if meta is not None else ""
+    except InvalidDicomError:
+        raise NotDicom("no es un archivo DICOM Part 10: faltan el preámbulo con 'DICM' y la metainformación del archivo (grupo 0002)") from None
+    except Exception as exc:  # noqa: BLE001 - untrusted bytes: pydicom fails in many ways (BytesLengthException...)
         raise NotDicom(f"no es un archivo DICOM válido: {_short(exc)}") from None
-    meta = getattr(ds, "file_meta", None)
-    syntax = str(meta.get("TransferSyntaxUID", "") or "") if meta is not None else ""
-    media_uid = str(meta.get("MediaStorageSOPInstanceUID", "") or "") if meta is not None else ""
     return values, syntax, media_uid, pixel_at
 
 

@@ -56,7 +56,7 @@ class Observe:
             return await self.app(scope, receive, send)
         start = time.perf_counter()
         status = 500
-        private = scope["path"].startswith(("/fhir", "/auth"))
+        private = scope["path"].startswith(("/fhir", "/auth", "/dicomweb", "/wado", "/imaging"))  # patient data: never cached
 
         async def send_wrapper(message):
             nonlocal status

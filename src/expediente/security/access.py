@@ -166,6 +166,13 @@ class AccessGate:
             raise _error(decision, access)
 
     @_timed
+    def record_all(self, grant: Grant, accesses: list[tuple[Access, tuple[str, ...]]], *, source=None) -> None:
+        """Record several allowed accesses decided under ``grant``, one entry each, in one
+        commit; raise 503 when they cannot be stored."""
+        if accesses:
+            self._record(*(self._entry(grant.principal, a, decide(grant.principal, a, grant.emergency), source, e) for a, e in accesses))
+
+    @_timed
     def authorize(self, principal: Principal, access: Access, *, source: str | None = None, emergency: str | None = None) -> None:
         """Decide and record one access whose row visibility is known; raise when denied."""
         decision = decide(principal, access, emergency)
@@ -230,10 +237,13 @@ class AccessGate:
 
     # ----------------------------------------------------------------- common
 
-    def _record(self, entry: AuditEntry) -> None:
+    def _record(self, entry: AuditEntry, *more: AuditEntry) -> None:
         start = time.perf_counter()
         try:
-            self._audit.record(entry)
+            if more:
+                self._audit.record_many([entry, *more])  # one commit for all
+            else:
+                self._audit.record(entry)
         except AuditUnavailable:
             raise _unrecorded() from None
         finally:
