@@ -54,6 +54,9 @@ class BlobStore:
     keyring: Keyring | None
     spool: Path  # where `temporary` files are made
     read_chunk = READ_CHUNK  # bytes per read when streaming a whole blob
+    # True when `adopt` of a plain blob is a rename on the local disk: it cannot fail for a
+    # reason of its own, so the ingest makes it durable while the index commits (see ingest.py).
+    adopts_by_rename = False
 
     # ------------------------------------------------------------ back-end primitives
 

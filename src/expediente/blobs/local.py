@@ -22,6 +22,8 @@ from expediente.config import Settings
 
 
 class LocalBlobStore(BlobStore):
+    adopts_by_rename = True
+
     def __init__(self, root: Path, keyring: Keyring | None = None):
         self.root = Path(root)
         self.spool = self.root / "spool"

@@ -13,6 +13,7 @@ import io
 import os
 import struct
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,6 +86,8 @@ class Ingest:
         self.extra_tags = extra_tags
         # Called with each Stored after its commit.
         self.listeners: list[Callable[[Stored], None]] = []
+        # Flushes files while their index commits (one thread per instance in flight).
+        self.flusher = ThreadPoolExecutor(max_workers=16, thread_name_prefix="dicom-flush")
         # Series known to be indexed (series UID -> study UID): their rows need no upsert.
         self._known_series: dict[str, str] = {}
 
@@ -161,16 +164,41 @@ class Ingest:
         return Stored(SUCCESS, sop_class, sop_uid, study_uid, series_uid, key, new_study=new_study)
 
     def _duplicate(self, conn: sa.Connection, row: dict) -> Stored:
-        """A SOP Instance UID already stored: kept as it is, or replaced (dicom_duplicates)."""
+        """A SOP Instance UID already stored: kept as it is, or replaced (dicom_duplicates).
+        An index row whose file is missing (a crash before its flush finished; it was never
+        acknowledged) is replaced whatever the policy."""
         existing = conn.execute(_EXISTING, {"b_uid": row["sop_instance_uid"]}).one()
         uid, sop_class = row["sop_instance_uid"], row["sop_class_uid"]
-        if self.duplicates == "keep" or existing.blob_key == row["blob_key"]:
+        keep = self.duplicates == "keep" and self.blobs.exists(existing.blob_key)
+        if keep or existing.blob_key == row["blob_key"]:
             return Stored(SUCCESS, sop_class, uid, existing.study_uid, existing.series_uid, existing.blob_key, duplicate=True)
         if (existing.study_uid, existing.series_uid) != (row["study_uid"], row["series_uid"]):
             raise Refused(DATASET_MISMATCH, "la instancia ya existe en otro estudio o serie; no se reemplaza")
         conn.execute(dicom_instance.update().where(dicom_instance.c.sop_instance_uid == uid).values(**row))
         conn.execute(dicom_study.update().where(dicom_study.c.study_uid == row["study_uid"]).values(updated=row["received"]))
         return Stored(SUCCESS, sop_class, uid, row["study_uid"], row["series_uid"], row["blob_key"], duplicate=True)
+
+    def make_durable(self, fd: int, tmp: Path, key: str) -> None:
+        """Flush the temporary file and move it to its content address (durably)."""
+        try:
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        self.blobs.adopt(tmp, key)
+
+    def _forget(self, stored: Stored) -> None:
+        """Undo the index rows of an instance whose file could not be made durable."""
+        if stored.duplicate:
+            return
+        with write_transaction(self.engine) as conn:
+            conn.execute(dicom_instance.delete().where(dicom_instance.c.sop_instance_uid == stored.sop_instance_uid))
+            conn.execute(_UNCOUNT_SERIES, {"b_series": stored.series_uid})
+            conn.execute(_UNCOUNT_STUDY, {"b_study": stored.study_uid})
+        self._known_series.pop(stored.series_uid, None)
 
     def _extra(self, path: Path) -> str | None:
         """The configured extra attributes (any keyword: read with pydicom, off the fast walk)."""
@@ -218,18 +246,27 @@ class Receipt:
             self._tmp.unlink(missing_ok=True)
 
     def finish(self) -> Stored:
-        """Make the instance durable and indexed, or refuse it leaving nothing stored."""
+        """Make the instance durable and indexed, or refuse it leaving nothing stored.
+
+        The header is checked first (a refusal costs no flush). Then the file's flush and
+        rename, and the index commit, each wait on the disk: on local storage they run at the
+        same time and success is answered only when both are done. A crash in between can
+        leave an index row whose file never arrived; nothing was acknowledged, and when the
+        sender sends again the duplicate check sees the file missing and stores it anew."""
+        ingest = self._ingest
         try:
-            os.fdatasync(self._fd)
             with open(self._tmp, "rb", buffering=64 * 1024) as f:
                 header = parse_header(f, self._size, bytes(self._head))
             self._check(header)
-            extra = self._ingest._extra(self._tmp)
+            extra = ingest._extra(self._tmp)
             key = self._hash.hexdigest()
-            os.close(self._fd)
-            self._open = False
-            self._ingest.blobs.adopt(self._tmp, key)
-            stored = self._ingest._index(header, key, self._origin, extra)
+            self._open = False  # the file descriptor and the temporary file are handed over
+            if ingest.blobs.adopts_by_rename and ingest.blobs.keyring is None:
+                durable = ingest.flusher.submit(ingest.make_durable, self._fd, self._tmp, key)
+                stored = _index_then_wait(ingest, durable, header, key, self._origin, extra)
+            else:
+                ingest.make_durable(self._fd, self._tmp, key)
+                stored = ingest._index(header, key, self._origin, extra)
         except NotDicom as exc:
             self.abort()
             raise Refused(CANNOT_UNDERSTAND, str(exc)) from None
@@ -239,7 +276,7 @@ class Receipt:
         except BaseException:
             self.abort()
             raise
-        self._ingest._stored(stored)
+        ingest._stored(stored)
         return stored
 
     def _check(self, header: Header) -> None:
@@ -252,6 +289,21 @@ class Receipt:
             raise Refused(DATASET_MISMATCH, "el SOPInstanceUID del conjunto de datos no coincide con el del comando C-STORE")
         if header.text("SOPClassUID") != sop_class:
             raise Refused(DATASET_MISMATCH, "la clase SOP del conjunto de datos no coincide con la del comando C-STORE")
+
+
+def _index_then_wait(ingest: Ingest, durable: Future, header: Header, key: str, origin: Origin, extra: str | None) -> Stored:
+    """Index while the file is flushed; a failed flush takes the index rows back."""
+    try:
+        stored = ingest._index(header, key, origin, extra)
+    except BaseException:
+        durable.exception()  # the file may stay: content-addressed, unreferenced, harmless
+        raise
+    try:
+        durable.result()
+    except BaseException:
+        ingest._forget(stored)
+        raise
+    return stored
 
 
 def file_preamble(sop_class: str, sop_uid: str, syntax: str, calling_ae: str | None) -> bytes:
@@ -294,6 +346,10 @@ _EXISTING = sa.select(dicom_instance.c.study_uid, dicom_instance.c.series_uid, d
 _COUNT_SERIES = (
     dicom_series.update().where(dicom_series.c.series_uid == sa.bindparam("b_series")).values(instance_count=dicom_series.c.instance_count + 1)
 )
+_UNCOUNT_SERIES = (
+    dicom_series.update().where(dicom_series.c.series_uid == sa.bindparam("b_series")).values(instance_count=dicom_series.c.instance_count - 1)
+)
+_UNCOUNT_STUDY = dicom_study.update().where(dicom_study.c.study_uid == sa.bindparam("b_study")).values(instance_count=dicom_study.c.instance_count - 1)
 _COUNT_STUDY = (
     dicom_study.update()
     .where(dicom_study.c.study_uid == sa.bindparam("b_study"))
