@@ -78,6 +78,10 @@ class BlobStore:
     def keys(self) -> Iterator[str]:
         raise NotImplementedError
 
+    def discard(self, key: str) -> None:
+        """Remove a blob nothing refers to (the new bytes of a duplicate that was kept)."""
+        raise NotImplementedError
+
     def temporary(self) -> tuple[int, Path]:
         """A new temporary file (fd, path) for a blob being received; ``adopt`` stores it."""
         raise NotImplementedError

@@ -80,6 +80,9 @@ class LocalBlobStore(BlobStore):
     def exists(self, key: str) -> bool:
         return self._path(key).exists()
 
+    def discard(self, key: str) -> None:
+        self._path(check_key(key)).unlink(missing_ok=True)
+
     def keys(self) -> Iterator[str]:
         """Every stored blob's key (temporary files of unfinished writes excluded)."""
         for path in self.root.glob("??/??/*"):

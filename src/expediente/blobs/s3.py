@@ -132,6 +132,9 @@ class S3BlobStore(BlobStore):
             return False
         return True
 
+    def discard(self, key: str) -> None:
+        self._call("delete_object", key, Key=self._name(check_key(key)))
+
     def keys(self) -> Iterator[str]:
         """Every stored blob's key (objects under the prefix named as blobs; nothing else)."""
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix)

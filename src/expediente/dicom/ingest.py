@@ -266,11 +266,13 @@ class Receipt:
                 stored = _index_then_wait(ingest, durable, header, key, self._origin, extra)
             else:
                 ingest.make_durable(self._fd, self._tmp, key)
-                stored = ingest._index(header, key, self._origin, extra)
+                stored = _index_or_discard(ingest, header, key, self._origin, extra)
+            if stored.blob_key != key:  # a duplicate kept as it was: the new bytes are not needed
+                ingest.blobs.discard(key)
         except NotDicom as exc:
             self.abort()
             raise Refused(CANNOT_UNDERSTAND, str(exc)) from None
-        except BlobStoreError as exc:  # the object store is down or refuses us: nothing indexed
+        except OSError as exc:  # disk full or failing, object store down or refusing: nothing indexed
             self.abort()
             raise Refused(OUT_OF_RESOURCES, f"no se pudo guardar la instancia: {exc}") from None
         except BaseException:
@@ -291,13 +293,24 @@ class Receipt:
             raise Refused(DATASET_MISMATCH, "la clase SOP del conjunto de datos no coincide con la del comando C-STORE")
 
 
+def _index_or_discard(ingest: Ingest, header: Header, key: str, origin: Origin, extra: str | None, durable: Future | None = None) -> Stored:
+    """Index the stored file; if the index refuses it, the file goes unless a row refers to it."""
+    try:
+        return ingest._index(header, key, origin, extra)
+    except BaseException:
+        if durable is not None and durable.exception() is not None:
+            raise
+        # The bytes carry their SOP Instance UID: only that instance's row can refer to them.
+        with ingest.engine.connect() as conn:
+            existing = conn.execute(_EXISTING, {"b_uid": header.text("SOPInstanceUID")}).first()
+        if existing is None or existing.blob_key != key:
+            ingest.blobs.discard(key)
+        raise
+
+
 def _index_then_wait(ingest: Ingest, durable: Future, header: Header, key: str, origin: Origin, extra: str | None) -> Stored:
     """Index while the file is flushed; a failed flush takes the index rows back."""
-    try:
-        stored = ingest._index(header, key, origin, extra)
-    except BaseException:
-        durable.exception()  # the file may stay: content-addressed, unreferenced, harmless
-        raise
+    stored = _index_or_discard(ingest, header, key, origin, extra, durable)
     try:
         durable.result()
     except BaseException:
