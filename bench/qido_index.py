@@ -51,7 +51,9 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _dicom_index_fill import fill, sample  # noqa: E402
-from _server import add_client, get_token, log, machine_info, pg_admin_url, run_main, running_server  # noqa: E402
+from _server import (  # noqa: E402
+    add_client, get_token, log, machine_info, pg_admin_url, run_main, running_server, security_counters, security_share,
+)
 
 from expediente.config import Settings  # noqa: E402
 from expediente.db.engine import make_engine  # noqa: E402
@@ -192,7 +194,10 @@ def measure_http(settings: Settings, studies: list[dict], args) -> dict:
             for shape in SHAPES:
                 cases = [(s["study_uid"], queries(s)[shape]) for s in studies]
                 times, found, errors = [], [], []
+                before = None
                 for n in range(args.warmup + args.requests):
+                    if n == args.warmup:
+                        before = security_counters(server.base_url)
                     uid, params = cases[n % len(cases)]
                     start = time.perf_counter()
                     r = http.get("/dicomweb/studies", params={**params, "limit": str(args.limit)})
@@ -206,8 +211,10 @@ def measure_http(settings: Settings, studies: list[dict], args) -> dict:
                     times.append(elapsed)
                     uids = [s["0020000D"]["Value"][0] for s in orjson.loads(body)] if r.status_code == 200 else []
                     found.append(uid in uids)
+                share = security_share(before, security_counters(server.base_url))
                 out[shape] = {**(_percentiles(times) if times else {}), "found": round(sum(found) / max(1, len(found)), 3),
-                              "errors": len(errors), **({"first_error": errors[0]} if errors else {})}
+                              "errors": len(errors), **({"first_error": errors[0]} if errors else {}),
+                              "policy_percent": share["policy_percent"], "audit_percent": share["audit_percent"]}
     return out
 
 
