@@ -1,7 +1,7 @@
 """Fill the imaging index tables fast with a realistic archive, for query benchmarks.
 
-``fill(engine, instances, seed=0)`` bulk-inserts straight into dicom_study / dicom_series /
-dicom_instance (no files, no ingest: what the index would hold after ingesting such an archive)
+``fill(engine, instances, seed=0)`` bulk-inserts straight into dicom_study (and its name words) /
+dicom_series / dicom_instance (no files, no ingest: what the index would hold after ingesting such an archive)
 until exactly ``instances`` instance rows exist, and returns a summary. Deterministic for a
 seed. The mix, per study:
 
@@ -32,8 +32,8 @@ from datetime import date, datetime, timedelta
 import sqlalchemy as sa
 
 from expediente.db.engine import write_transaction
-from expediente.db.schema import dicom_instance, dicom_series, dicom_study
-from expediente.dicom.names import normalized_name
+from expediente.db.schema import dicom_instance, dicom_series, dicom_study, dicom_study_name
+from expediente.dicom.names import name_tokens, normalized_name
 
 SURNAMES = (
     "García Hernández Martínez López González Pérez Rodríguez Sánchez Ramírez Cruz Flores Gómez Morales Vázquez Reyes "
@@ -56,6 +56,7 @@ EXPLICIT_LE = "1.2.840.10008.1.2.1"
 FIRST_DAY, DAYS = date(2016, 1, 1), 3653
 AT = datetime(2026, 1, 1)
 _CHUNK = 50_000
+VERSION = 2  # what a cached index was filled with (2: with the name words)
 
 
 def _profile(rng: random.Random) -> list[tuple[str, int]]:
@@ -138,19 +139,20 @@ def plan(instances: int, seed: int = 0):
 def fill(engine: sa.Engine, instances: int, seed: int = 0) -> dict:
     """Insert an archive of ``instances`` instances (see the module docstring); the tables are
     expected empty (the schema migrated). Returns counts."""
-    buffers: dict[str, list[dict]] = {"study": [], "series": [], "instance": []}
+    buffers: dict[str, list[dict]] = {"study": [], "name": [], "series": [], "instance": []}
     totals = {"studies": 0, "series": 0, "instances": 0}
-    tables = {"study": dicom_study, "series": dicom_series, "instance": dicom_instance}
+    tables = {"study": dicom_study, "name": dicom_study_name, "series": dicom_series, "instance": dicom_instance}
 
     def flush() -> None:
         with write_transaction(engine) as conn:  # on SQLite a plain begin() would autocommit each row
-            for key in ("study", "series", "instance"):
+            for key in tables:
                 if buffers[key]:
                     _bulk(conn, tables[key], buffers[key])
                     buffers[key] = []
 
     for study, series in plan(instances, seed):
         buffers["study"].append(study)
+        buffers["name"].extend({"token": t, "study_uid": study["study_uid"]} for t in name_tokens(study["patient_name_norm"]))
         totals["studies"] += 1
         for srow, irows in series:
             buffers["series"].append(srow)

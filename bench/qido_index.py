@@ -50,7 +50,7 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _dicom_index_fill import fill, sample  # noqa: E402
+from _dicom_index_fill import VERSION, fill, sample  # noqa: E402
 from _server import (  # noqa: E402
     add_client, get_token, log, machine_info, pg_admin_url, run_main, running_server, security_counters, security_share,
 )
@@ -113,7 +113,7 @@ def index(backend: str, size: int, args) -> tuple[Settings, dict]:
     marker = settings.data_dir / "filled.json"
     if marker.exists():
         info = orjson.loads(marker.read_bytes())
-        if info.get("instances") == size:
+        if info.get("instances") == size and info.get("version") == VERSION:
             log(f"{backend} {size}: cached index in {settings.data_dir}")
             return settings, {**info, "cached": True}
     shutil.rmtree(settings.data_dir, ignore_errors=True)
@@ -135,7 +135,7 @@ def index(backend: str, size: int, args) -> tuple[Settings, dict]:
         refresh(engine)
     finally:
         engine.dispose()
-    info = {**counts, "fill_seconds": round(seconds, 2), "instances_per_s": round(size / seconds)}
+    info = {**counts, "version": VERSION, "fill_seconds": round(seconds, 2), "instances_per_s": round(size / seconds)}
     marker.write_bytes(orjson.dumps(info))
     log(f"{backend} {size}: {counts} in {seconds:.1f} s")
     return settings, {**info, "cached": False}

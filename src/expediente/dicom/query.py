@@ -36,7 +36,7 @@ import orjson
 import sqlalchemy as sa
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
-from expediente.db.schema import dicom_instance, dicom_series, dicom_study
+from expediente.db.schema import dicom_instance, dicom_series, dicom_study, dicom_study_name
 from expediente.dicom.names import normalized_name
 
 LEVELS = {"PATIENT": 0, "STUDY": 1, "SERIES": 2, "IMAGE": 3}
@@ -62,7 +62,7 @@ def _a(keyword: str, level: int, column, kind: str = "text") -> tuple[str, Attr]
     return keyword, Attr(keyword, level, column, kind)
 
 
-S, R, I = dicom_study.c, dicom_series.c, dicom_instance.c
+S, R, I, N = dicom_study.c, dicom_series.c, dicom_instance.c, dicom_study_name.c
 ATTRS: dict[str, Attr] = dict(
     [
         _a("PatientID", PATIENT, S.patient_id),
@@ -357,20 +357,12 @@ class _Matcher:
 
     def fuzzy_name(self, value: str) -> sa.ColumnElement[bool] | None:
         """Every word of the value is the start of a word of the name (any component, any
-        order), accents and case ignored: the way Spanish names with two surnames are typed."""
-        words = [w for w in re.split(r"[\s^,*?=]+", normalized_name(value.replace("^", " "))) if w]
+        order), accents and case ignored: the way Spanish names with two surnames are typed.
+        Answered from the name-word table (dicom_study_name), one index range a word."""
+        words = [w for w in re.split(r"[\s^,*?=\-]+", normalized_name(value.replace("^", " "))) if w]
         if not words:
             return None
-        column = S.patient_name_norm
-        parts = []
-        for w in words:
-            if self.dialect == "sqlite":
-                w = w.replace("[", "[[]")
-                options = [column.op("GLOB")(f"{w}*"), column.op("GLOB")(f"* {w}*"), column.op("GLOB")(f"*^{w}*"), column.op("GLOB")(f"*-{w}*")]
-            else:
-                w = w.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-                options = [column.like(f"{w}%", escape="\\"), column.like(f"% {w}%", escape="\\"), column.like(f"%^{w}%", escape="\\"), column.like(f"%-{w}%", escape="\\")]
-            parts.append(sa.or_(*options))
+        parts = [S.study_uid.in_(sa.select(N.study_uid).where(self.pattern(N.token, w[:64] + "*"))) for w in dict.fromkeys(words)]
         return sa.and_(*parts)
 
 
