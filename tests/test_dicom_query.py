@@ -276,3 +276,18 @@ def test_study_search_agrees_with_an_oracle(bare, world, keys, institution, fuzz
     for g in got:
         assert g["PatientName"] == by_uid[g["StudyInstanceUID"]]["patient_name"]
         assert g["NumberOfStudyRelatedSeries"] == len(by_uid[g["StudyInstanceUID"]]["mods"])
+
+
+def test_keys_as_pydicom_holds_them(archive):
+    """The C-FIND provider may pass a Dataset's values as they are (PersonName, MultiValue)."""
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    ds.PatientName = "HERNANDEZ*"
+    ds.StudyInstanceUID = ["1.2.1", "1.2.4"]
+    item = Dataset()
+    item.CodeValue = "X"
+    rows = archive.find("STUDY", {"PatientName": ds.PatientName, "StudyInstanceUID": ds.StudyInstanceUID, "StudyDate": None,
+                                  "ProcedureCodeSequence": [item]}, scope=EVERYTHING)
+    assert [r["StudyInstanceUID"] for r in rows] == ["1.2.1", "1.2.4"] and rows[0]["ProcedureCodeSequence"] == []
+    assert plan("sqlite", "STUDY", {"ProcedureCodeSequence": [item]}, scope=EVERYTHING).ignored == ["ProcedureCodeSequence"]

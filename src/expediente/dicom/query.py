@@ -167,6 +167,7 @@ def plan(dialect: str, level: str, keys: dict, *, scope, limit: int | None = Non
     for keyword, value in keys.items():
         if keyword in _CONTROL:
             continue
+        value = _as_key(keyword, value)
         attr = ATTRS.get(keyword)
         if attr is None:
             if tag_for_keyword(keyword) is None:
@@ -187,7 +188,7 @@ def plan(dialect: str, level: str, keys: dict, *, scope, limit: int | None = Non
             continue
         wanted.append(keyword)
         if not isinstance(value, str):
-            raise QueryError(f"El valor de {keyword} debe ser texto")
+            raise QueryError(f"El valor de {keyword} debe ser texto, no una secuencia")
         if value and (cond := match.attr(attr, value)) is not None:
             conditions.append(cond)
         elif value and attr.kind == "count":
@@ -200,11 +201,33 @@ def plan(dialect: str, level: str, keys: dict, *, scope, limit: int | None = Non
     return _statement(lv, wanted, extra_keys, conditions, ignored, limit, offset)
 
 
+def _as_key(keyword: str, value):
+    """A key as C-FIND callers hand it: a str, or what pydicom holds (PersonName, MultiValue,
+    numbers, None), or for a sequence a list of dicts/Datasets. Text comes out as one string,
+    multiple values backslash-joined; sequences stay lists."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        items = list(value)
+        if _is_sequence(keyword) or any(not isinstance(v, str | int | float) and hasattr(v, "keys") for v in items):
+            return items
+        return "\\".join(str(v) for v in items)
+    return str(value)
+
+
 def _has_value(value) -> bool:
     if isinstance(value, str):
         return bool(value)
     if isinstance(value, list):
-        return any(_has_value(v) for item in value if isinstance(item, dict) for v in item.values())
+        for item in value:
+            if isinstance(item, dict):
+                if any(_has_value(v) for v in item.values()):
+                    return True
+            elif hasattr(item, "values") and any(str(e.value) for e in item.values()):  # a pydicom Dataset
+                return True
+        return False
     return value is not None
 
 
