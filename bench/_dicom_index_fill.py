@@ -56,7 +56,7 @@ EXPLICIT_LE = "1.2.840.10008.1.2.1"
 FIRST_DAY, DAYS = date(2016, 1, 1), 3653
 AT = datetime(2026, 1, 1)
 _CHUNK = 50_000
-VERSION = 2  # what a cached index was filled with (2: with the name words)
+VERSION = 3  # what a cached index was filled with (2: with the name words; 3: migration 0011)
 
 
 def _profile(rng: random.Random) -> list[tuple[str, int]]:

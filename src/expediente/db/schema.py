@@ -392,7 +392,9 @@ dicom_study = sa.Table(
     sa.Column("patient_id", sa.String(64), nullable=False, default=""),
     sa.Column("issuer", sa.String(64), nullable=False, default=""),
     sa.Column("patient_name", sa.String(324), nullable=False, default=""),
-    sa.Column("patient_name_norm", sa.String(324), nullable=False, default=""),  # upper case, no accents
+    # Lower case, no accents (dicom.names). Byte order on PostgreSQL, so that a prefix match
+    # (PatientName=garc*) walks its index there as it does on SQLite.
+    sa.Column("patient_name_norm", sa.String(324).with_variant(sa.String(324, collation="C"), "postgresql"), nullable=False, default=""),
     sa.Column("patient_birth_date", sa.String(8), nullable=False, default=""),
     sa.Column("patient_sex", sa.String(16), nullable=False, default=""),
     sa.Column("study_date", sa.String(8), nullable=False, default=""),

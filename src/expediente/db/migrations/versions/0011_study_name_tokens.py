@@ -1,4 +1,5 @@
-"""imaging: words of each study's patient name (fuzzy name search by index)
+"""imaging: words of each study's patient name (fuzzy name search by index); on PostgreSQL
+the normalized name in byte order (prefix matches by index)
 
 Revision ID: 0011_study_name_tokens
 Revises: 0010_imaging_index
@@ -21,6 +22,8 @@ def upgrade() -> None:
     sa.Column('study_uid', sa.String(length=64), nullable=False),
     sa.PrimaryKeyConstraint('token', 'study_uid', name=op.f('pk_dicom_study_name'))
     )
+    if op.get_bind().dialect.name == 'postgresql':
+        op.alter_column('dicom_study', 'patient_name_norm', type_=sa.String(length=324, collation='C'), existing_type=sa.String(length=324), existing_nullable=False)
     # Studies indexed before this revision get their words too.
     from expediente.dicom.names import name_tokens
 
@@ -34,3 +37,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table('dicom_study_name')
+    if op.get_bind().dialect.name == 'postgresql':
+        op.alter_column('dicom_study', 'patient_name_norm', type_=sa.String(length=324), existing_type=sa.String(length=324, collation='C'), existing_nullable=False)
