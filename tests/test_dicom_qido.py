@@ -42,6 +42,7 @@ def _fill(archive) -> None:
 @pytest.fixture
 def world(services):
     _fill(services.archive)
+    services.follower.catch_up()  # the instances' metadata (BitsAllocated comes from there)
     return services
 
 
@@ -106,6 +107,7 @@ def test_series_and_instances_routes(client, auth, world):
     instances = _get(client, auth, "/dicomweb/studies/1.2.1/series/1.2.1.1/instances").json()
     assert [_value(i, "00200013") for i in instances] == [1, 2]
     assert _value(instances[0], "00080018") == "1.2.1.1.1" and _value(instances[0], "00280010") == 64
+    assert instances[0]["00280100"] == {"vr": "US", "Value": [16]}
     assert instances[0]["00081190"]["Value"] == ["http://testserver/dicomweb/studies/1.2.1/series/1.2.1.1/instances/1.2.1.1.1"]
     in_study = _get(client, auth, "/dicomweb/studies/1.2.2/instances").json()
     assert sorted(_value(i, "00080060") for i in in_study) == ["CT", "MR"]  # series attributes included

@@ -51,6 +51,7 @@ def archive(settings: Settings):
         modality="US", birth="19500101", sex="M")
     put(IMSS, study_uid="1.2.5", series_uid="1.2.5.1", sop_uid="1.2.5.1.1", name="Hernández Cruz^María Guadalupe", patient_id="MRN-0001",
         study_date="20240301", modality="DX")
+    a.follower = services.follower
     yield a
     services.close()
 
@@ -291,3 +292,12 @@ def test_keys_as_pydicom_holds_them(archive):
                                   "ProcedureCodeSequence": [item]}, scope=EVERYTHING)
     assert [r["StudyInstanceUID"] for r in rows] == ["1.2.1", "1.2.4"] and rows[0]["ProcedureCodeSequence"] == []
     assert plan("sqlite", "STUDY", {"ProcedureCodeSequence": [item]}, scope=EVERYTHING).ignored == ["ProcedureCodeSequence"]
+
+
+def test_image_answers_read_other_attributes_from_the_stored_metadata(archive):
+    keys = {"SOPInstanceUID": "1.2.3.1.1", "WindowCenter": "", "PatientName": ""}
+    (before,) = archive.find("IMAGE", keys, scope=EVERYTHING)
+    assert before["BitsAllocated"] == "" and before["WindowCenter"] == ""  # not built yet: empty, not wrong
+    archive.follower.catch_up()
+    (after,) = archive.find("IMAGE", keys, scope=EVERYTHING)
+    assert after["BitsAllocated"] == 16 and float(after["WindowCenter"]) == 40 and after["PatientName"] == "Núñez^Ana"

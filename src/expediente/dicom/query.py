@@ -16,7 +16,8 @@ match value (a string; a list of dicts for a sequence):
   items do not restrict the match (PS3.4 C.2.2.2.6 leaves unsupported optional keys to the SCP);
 - a known keyword the index does not hold is returned empty and ignored for matching (see
   ``Query.ignored``); at IMAGE level the instance's extra tags (setting dicom_extra_tags) are
-  matched and returned. An unknown keyword or a malformed value raises ``QueryError``.
+  matched and returned, and other attributes are returned from the instance's stored DICOM JSON
+  (dicom_instance.metadata) when it has been built. An unknown keyword or a malformed value raises ``QueryError``.
 
 Each answer is a dict keyword -> value holding the requested keys, the unique keys of the
 level and the levels above, and the attributes QIDO-RS must return at that level
@@ -110,7 +111,7 @@ DEFAULTS = {
         "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyID", "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances",
     ),
     SERIES: ("Modality", "SeriesDescription", "SeriesInstanceUID", "SeriesNumber", "NumberOfSeriesRelatedInstances", "StudyInstanceUID"),
-    IMAGE: ("SOPClassUID", "SOPInstanceUID", "InstanceNumber", "Rows", "Columns", "NumberOfFrames", "StudyInstanceUID", "SeriesInstanceUID"),
+    IMAGE: ("SOPClassUID", "SOPInstanceUID", "InstanceNumber", "Rows", "Columns", "BitsAllocated", "NumberOfFrames", "StudyInstanceUID", "SeriesInstanceUID"),
 }
 STUDY_DEFAULTS, SERIES_DEFAULTS = DEFAULTS[STUDY], DEFAULTS[SERIES]
 
@@ -125,21 +126,28 @@ class Query:
 
     level: int
     statement: sa.Select
-    reads: list[tuple[str, str, int]]  # (keyword, kind, column index | -1 extra | -2 empty)
-    extra_index: int | None
+    reads: list[tuple[str, str, int]]  # (keyword, kind, column index | -1 extra or metadata | -2 empty)
+    extra_index: int | None  # then the extra tags' JSON, and the instance's DICOM JSON after it
     ignored: list[str] = field(default_factory=list)
 
     def rows(self, conn: sa.Connection) -> list[dict]:
         out = []
         for row in conn.execute(self.statement):
             extra = orjson.loads(row[self.extra_index]) if self.extra_index is not None and row[self.extra_index] else {}
+            doc = None
             item: dict = {}
             for keyword, kind, index in self.reads:
                 if index >= 0:
                     value = row[index]
                     item[keyword] = ("" if value is None else value) if kind not in ("int", "count") else (None if value is None else int(value))
                 elif index == -1:
-                    item[keyword] = str(extra.get(keyword, ""))
+                    if keyword in extra:
+                        item[keyword] = str(extra[keyword])
+                    else:  # the instance's metadata, once the follower built it
+                        if doc is None:
+                            raw = row[self.extra_index + 1]
+                            doc = orjson.loads(raw) if raw else {}
+                        item[keyword] = _from_json(doc, keyword)
                 else:
                     item[keyword] = [] if _is_sequence(keyword) else ""
             out.append(item)
@@ -197,6 +205,8 @@ def plan(dialect: str, level: str, keys: dict, *, scope, limit: int | None = Non
     for keyword in (*UNIQUE[: lv + 1], *DEFAULTS[lv]):
         if keyword not in wanted:
             wanted.append(keyword)
+    if lv == IMAGE:
+        extra_keys += [k for k in wanted if k not in ATTRS and k not in extra_keys and not _is_sequence(k)]
     wanted = [k for k in wanted if k not in extra_keys]
     return _statement(lv, wanted, extra_keys, conditions, ignored, limit, offset)
 
@@ -215,6 +225,20 @@ def _as_key(keyword: str, value):
             return items
         return "\\".join(str(v) for v in items)
     return str(value)
+
+
+def _from_json(doc: dict, keyword: str):
+    """A value of the instance's DICOM JSON in this module's shapes (text backslash-joined,
+    one number as a number); "" when absent or a sequence or bulk data."""
+    element = doc.get(f"{tag_for_keyword(keyword):08X}") or {}
+    values = element.get("Value")
+    if not values or element.get("vr") == "SQ":
+        return ""
+    if element.get("vr") == "PN":
+        return "\\".join(v.get("Alphabetic", "") if isinstance(v, dict) else str(v) for v in values)
+    if len(values) == 1 and isinstance(values[0], int | float):
+        return values[0]
+    return "\\".join(str(v) for v in values)
 
 
 def _has_value(value) -> bool:
@@ -272,7 +296,7 @@ def _statement(lv, wanted, extra_keys, conditions, ignored, limit, offset) -> Qu
         reads.append((keyword, "text", -1))
     if extra_keys:
         extra_index = len(columns)
-        columns.append(I.extra)
+        columns += [I.extra, I.metadata]
 
     if lv <= STUDY:
         source = dicom_study
