@@ -88,15 +88,25 @@ def _people(rng: random.Random, n: int) -> list[tuple]:
     return out
 
 
-def plan(instances: int, seed: int = 0):
-    """Yield (study_row, [(series_row, [instance_row, ...]), ...]) until ``instances`` rows."""
+def _radiography(rng: random.Random) -> list[tuple[str, int]]:
+    return [(rng.choice(("CR", "DX")), rng.randint(1, 3))]
+
+
+MIXES = {"hospital": (_profile, 250), "radiography": (_radiography, 5)}  # profile, instances a patient
+
+
+def plan(instances: int, seed: int = 0, mix: str = "hospital"):
+    """Yield (study_row, [(series_row, [instance_row, ...]), ...]) until ``instances`` rows.
+    ``mix="radiography"``: every study one CR/DX series of 1-3 images (2 a study: the most
+    studies an index of that size can hold, the hardest case for study search)."""
     rng = random.Random(seed)
-    people = _people(rng, max(1, instances // 250))
+    profile_of, per_patient = MIXES[mix]
+    people = _people(rng, max(1, instances // per_patient))
     left, n = instances, 0
     while left > 0:
         n += 1
         pid, name, birth, sex, institution = rng.choice(people)
-        profile = _profile(rng)
+        profile = profile_of(rng)
         trimmed = []
         for modality, count in profile:
             if left <= 0:
@@ -136,7 +146,7 @@ def plan(instances: int, seed: int = 0):
         yield study, series
 
 
-def fill(engine: sa.Engine, instances: int, seed: int = 0) -> dict:
+def fill(engine: sa.Engine, instances: int, seed: int = 0, mix: str = "hospital") -> dict:
     """Insert an archive of ``instances`` instances (see the module docstring); the tables are
     expected empty (the schema migrated). Returns counts."""
     buffers: dict[str, list[dict]] = {"study": [], "name": [], "series": [], "instance": []}
@@ -150,7 +160,7 @@ def fill(engine: sa.Engine, instances: int, seed: int = 0) -> dict:
                     _bulk(conn, tables[key], buffers[key])
                     buffers[key] = []
 
-    for study, series in plan(instances, seed):
+    for study, series in plan(instances, seed, mix):
         buffers["study"].append(study)
         buffers["name"].extend({"token": t, "study_uid": study["study_uid"]} for t in name_tokens(study["patient_name_norm"]))
         totals["studies"] += 1

@@ -4,7 +4,8 @@ For each backend (``--backend sqlite``, repeatable; ``postgresql`` too) and each
 ``--sizes`` (instances), it:
 
 1. Gets an index holding exactly that archive (``bench/_dicom_index_fill.py``, seed ``--seed``:
-   ~100 instances a study, Spanish names, 10 years of dates, CR/DX/CT/MR/US/MG/PT mix), cached
+   ~100 instances a study, Spanish names, 10 years of dates, CR/DX/CT/MR/US/MG/PT mix; with
+   ``--mix radiography`` ~2 instances a study, so 1M instances are ~500,000 studies), cached
    under ``--cache-dir`` (default /tmp/expediente-bench-dicom/: SQLite files; PostgreSQL keeps
    a database ``expediente_bench_dicom_<size>_s<seed>``; ``--clean`` removes them), then ANALYZE.
 2. Draws ``--sample`` random studies and builds, from each, one query per shape whose answer
@@ -96,10 +97,11 @@ def _percentiles(samples: list[float]) -> dict:
 
 
 def _settings(backend: str, size: int, args) -> Settings:
-    data_dir = Path(args.cache_dir) / f"{backend}-{size}-s{args.seed}"
+    mix = "" if args.mix == "hospital" else f"-{args.mix}"
+    data_dir = Path(args.cache_dir) / f"{backend}-{size}-s{args.seed}{mix}"
     url = ""
     if backend == "postgresql":
-        url = pg_admin_url().rsplit("/", 1)[0] + f"/expediente_bench_dicom_{size}_s{args.seed}"
+        url = pg_admin_url().rsplit("/", 1)[0] + f"/expediente_bench_dicom_{size}_s{args.seed}{mix.replace('-', '_')}"
     return Settings(data_dir=data_dir, secret_key=SECRET, database_url=url)
 
 
@@ -130,7 +132,7 @@ def index(backend: str, size: int, args) -> tuple[Settings, dict]:
         upgrade(engine)
         log(f"{backend} {size}: filling the index")
         start = time.perf_counter()
-        counts = fill(engine, size, seed=args.seed)
+        counts = fill(engine, size, seed=args.seed, mix=args.mix)
         seconds = time.perf_counter() - start
         refresh(engine)
     finally:
@@ -241,6 +243,8 @@ def main() -> int:
     parser.add_argument("--sample", type=int, default=50)
     parser.add_argument("--limit", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mix", choices=("hospital", "radiography"), default="hospital",
+                        help="radiography: ~2 instances a study (500,000 studies at 1M), the hardest case for study search")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--cache-dir", default="/tmp/expediente-bench-dicom")
     parser.add_argument("--no-http", action="store_true", help="measure the engine only")
