@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -22,6 +20,7 @@ from expediente.db.migrate import upgrade
 from expediente.db.schema import audit_log
 from expediente.dicom.ingest import Origin
 from expediente.security.accounts import add_account
+from served import free_port, wait_healthy
 
 JSON = "application/dicom+json"
 
@@ -43,6 +42,7 @@ def _fill(archive) -> None:
 @pytest.fixture
 def world(services):
     _fill(services.archive)
+    services.follower.catch_up()  # the instances' metadata (BitsAllocated comes from there)
     return services
 
 
@@ -107,6 +107,7 @@ def test_series_and_instances_routes(client, auth, world):
     instances = _get(client, auth, "/dicomweb/studies/1.2.1/series/1.2.1.1/instances").json()
     assert [_value(i, "00200013") for i in instances] == [1, 2]
     assert _value(instances[0], "00080018") == "1.2.1.1.1" and _value(instances[0], "00280010") == 64
+    assert instances[0]["00280100"] == {"vr": "US", "Value": [16]}
     assert instances[0]["00081190"]["Value"] == ["http://testserver/dicomweb/studies/1.2.1/series/1.2.1.1/instances/1.2.1.1.1"]
     in_study = _get(client, auth, "/dicomweb/studies/1.2.2/instances").json()
     assert sorted(_value(i, "00080060") for i in in_study) == ["CT", "MR"]  # series attributes included
@@ -165,16 +166,10 @@ def test_search_needs_a_token_follows_the_policy_and_is_audited(client, auth, wo
 # --------------------------------------------------------------------------- served process
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def served(settings: Settings, tmp_path: Path):
     """`expediente serve` on a free port over the test database, with a system client's token."""
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     local = Settings(**{**settings.__dict__, "base_url": base})
     services = Services.build(local)
@@ -190,16 +185,7 @@ def served(settings: Settings, tmp_path: Path):
     exe = Path(sys.executable).with_name("expediente")
     proc = subprocess.Popen([str(exe), "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode()
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.2)
+        wait_healthy(proc, base)
         data = {"grant_type": "client_credentials", "client_id": "pacs.sistema", "client_secret": "contraseña-de-prueba-segura"}
         token = httpx.post(f"{base}/auth/token", data=data).json()["access_token"]
         yield base, token

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,12 +16,7 @@ from dicom_samples import ct_slice
 from expediente.config import Settings
 from expediente.dicom.archive import Archive
 from expediente.dicom.ingest import Origin
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from served import free_port, wait_healthy
 
 
 def _a_study_arrives_and_joins_the_record(data_dir: Path, patient: dict, base: str, auth: dict) -> None:
@@ -48,23 +42,14 @@ def _dicom_name(patient: dict) -> str:
 
 
 def test_demo_serves_patients_to_token_holders_only(tmp_path: Path):
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "EXPEDIENTE_DATA_DIR": str(tmp_path / "data"), "EXPEDIENTE_PORT": str(port)}
     env.pop("EXPEDIENTE_DATABASE_URL", None)
     exe = Path(sys.executable).with_name("expediente")
     proc = subprocess.Popen([str(exe), "demo", "--patients", "3"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode()
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the demo server did not start"
-            time.sleep(0.3)
+        wait_healthy(proc, base)
         creds = json.loads((tmp_path / "data" / "demo-credentials.json").read_text())["user"]
         token = httpx.post(
             f"{base}/auth/token", data={"grant_type": "password", "username": creds["username"], "password": creds["password"]}

@@ -392,7 +392,9 @@ dicom_study = sa.Table(
     sa.Column("patient_id", sa.String(64), nullable=False, default=""),
     sa.Column("issuer", sa.String(64), nullable=False, default=""),
     sa.Column("patient_name", sa.String(324), nullable=False, default=""),
-    sa.Column("patient_name_norm", sa.String(324), nullable=False, default=""),  # upper case, no accents
+    # Lower case, no accents (dicom.names). Byte order on PostgreSQL, so that a prefix match
+    # (PatientName=garc*) walks its index there as it does on SQLite.
+    sa.Column("patient_name_norm", sa.String(324).with_variant(sa.String(324, collation="C"), "postgresql"), nullable=False, default=""),
     sa.Column("patient_birth_date", sa.String(8), nullable=False, default=""),
     sa.Column("patient_sex", sa.String(16), nullable=False, default=""),
     sa.Column("study_date", sa.String(8), nullable=False, default=""),
@@ -463,6 +465,16 @@ dicom_instance = sa.Table(
     sa.Column("extra", sa.Text, nullable=True),
     sa.Index(None, "series_uid", "instance_number"),
     sa.Index(None, "study_uid"),
+)
+
+# Each word of a study's normalized patient name (dicom.names.name_tokens), so a fuzzy name
+# search (QIDO fuzzymatching, any component's prefix) is an index range, not a table scan.
+dicom_study_name = sa.Table(
+    "dicom_study_name",
+    metadata,
+    # Byte order on PostgreSQL too: LIKE 'prefix%' then walks the primary key.
+    sa.Column("token", sa.String(64).with_variant(sa.String(64, collation="C"), "postgresql"), primary_key=True),
+    sa.Column("study_uid", UID, primary_key=True),
 )
 
 # Studies that could not be attached to a patient with certainty: they wait here for a person

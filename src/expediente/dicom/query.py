@@ -16,7 +16,8 @@ match value (a string; a list of dicts for a sequence):
   items do not restrict the match (PS3.4 C.2.2.2.6 leaves unsupported optional keys to the SCP);
 - a known keyword the index does not hold is returned empty and ignored for matching (see
   ``Query.ignored``); at IMAGE level the instance's extra tags (setting dicom_extra_tags) are
-  matched and returned. An unknown keyword or a malformed value raises ``QueryError``.
+  matched and returned, and other attributes are returned from the instance's stored DICOM JSON
+  (dicom_instance.metadata) when it has been built. An unknown keyword or a malformed value raises ``QueryError``.
 
 Each answer is a dict keyword -> value holding the requested keys, the unique keys of the
 level and the levels above, and the attributes QIDO-RS must return at that level
@@ -36,7 +37,7 @@ import orjson
 import sqlalchemy as sa
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
-from expediente.db.schema import dicom_instance, dicom_series, dicom_study
+from expediente.db.schema import dicom_instance, dicom_series, dicom_study, dicom_study_name
 from expediente.dicom.names import normalized_name
 
 LEVELS = {"PATIENT": 0, "STUDY": 1, "SERIES": 2, "IMAGE": 3}
@@ -62,7 +63,7 @@ def _a(keyword: str, level: int, column, kind: str = "text") -> tuple[str, Attr]
     return keyword, Attr(keyword, level, column, kind)
 
 
-S, R, I = dicom_study.c, dicom_series.c, dicom_instance.c
+S, R, I, N = dicom_study.c, dicom_series.c, dicom_instance.c, dicom_study_name.c
 ATTRS: dict[str, Attr] = dict(
     [
         _a("PatientID", PATIENT, S.patient_id),
@@ -110,7 +111,7 @@ DEFAULTS = {
         "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyID", "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances",
     ),
     SERIES: ("Modality", "SeriesDescription", "SeriesInstanceUID", "SeriesNumber", "NumberOfSeriesRelatedInstances", "StudyInstanceUID"),
-    IMAGE: ("SOPClassUID", "SOPInstanceUID", "InstanceNumber", "Rows", "Columns", "NumberOfFrames", "StudyInstanceUID", "SeriesInstanceUID"),
+    IMAGE: ("SOPClassUID", "SOPInstanceUID", "InstanceNumber", "Rows", "Columns", "BitsAllocated", "NumberOfFrames", "StudyInstanceUID", "SeriesInstanceUID"),
 }
 STUDY_DEFAULTS, SERIES_DEFAULTS = DEFAULTS[STUDY], DEFAULTS[SERIES]
 
@@ -125,21 +126,28 @@ class Query:
 
     level: int
     statement: sa.Select
-    reads: list[tuple[str, str, int]]  # (keyword, kind, column index | -1 extra | -2 empty)
-    extra_index: int | None
+    reads: list[tuple[str, str, int]]  # (keyword, kind, column index | -1 extra or metadata | -2 empty)
+    extra_index: int | None  # then the extra tags' JSON, and the instance's DICOM JSON after it
     ignored: list[str] = field(default_factory=list)
 
     def rows(self, conn: sa.Connection) -> list[dict]:
         out = []
         for row in conn.execute(self.statement):
             extra = orjson.loads(row[self.extra_index]) if self.extra_index is not None and row[self.extra_index] else {}
+            doc = None
             item: dict = {}
             for keyword, kind, index in self.reads:
                 if index >= 0:
                     value = row[index]
                     item[keyword] = ("" if value is None else value) if kind not in ("int", "count") else (None if value is None else int(value))
                 elif index == -1:
-                    item[keyword] = str(extra.get(keyword, ""))
+                    if keyword in extra:
+                        item[keyword] = str(extra[keyword])
+                    else:  # the instance's metadata, once the follower built it
+                        if doc is None:
+                            raw = row[self.extra_index + 1]
+                            doc = orjson.loads(raw) if raw else {}
+                        item[keyword] = _from_json(doc, keyword)
                 else:
                     item[keyword] = [] if _is_sequence(keyword) else ""
             out.append(item)
@@ -167,6 +175,7 @@ def plan(dialect: str, level: str, keys: dict, *, scope, limit: int | None = Non
     for keyword, value in keys.items():
         if keyword in _CONTROL:
             continue
+        value = _as_key(keyword, value)
         attr = ATTRS.get(keyword)
         if attr is None:
             if tag_for_keyword(keyword) is None:
@@ -187,7 +196,7 @@ def plan(dialect: str, level: str, keys: dict, *, scope, limit: int | None = Non
             continue
         wanted.append(keyword)
         if not isinstance(value, str):
-            raise QueryError(f"El valor de {keyword} debe ser texto")
+            raise QueryError(f"El valor de {keyword} debe ser texto, no una secuencia")
         if value and (cond := match.attr(attr, value)) is not None:
             conditions.append(cond)
         elif value and attr.kind == "count":
@@ -196,15 +205,53 @@ def plan(dialect: str, level: str, keys: dict, *, scope, limit: int | None = Non
     for keyword in (*UNIQUE[: lv + 1], *DEFAULTS[lv]):
         if keyword not in wanted:
             wanted.append(keyword)
+    if lv == IMAGE:
+        extra_keys += [k for k in wanted if k not in ATTRS and k not in extra_keys and not _is_sequence(k)]
     wanted = [k for k in wanted if k not in extra_keys]
     return _statement(lv, wanted, extra_keys, conditions, ignored, limit, offset)
+
+
+def _as_key(keyword: str, value):
+    """A key as C-FIND callers hand it: a str, or what pydicom holds (PersonName, MultiValue,
+    numbers, None), or for a sequence a list of dicts/Datasets. Text comes out as one string,
+    multiple values backslash-joined; sequences stay lists."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        items = list(value)
+        if _is_sequence(keyword) or any(not isinstance(v, str | int | float) and hasattr(v, "keys") for v in items):
+            return items
+        return "\\".join(str(v) for v in items)
+    return str(value)
+
+
+def _from_json(doc: dict, keyword: str):
+    """A value of the instance's DICOM JSON in this module's shapes (text backslash-joined,
+    one number as a number); "" when absent or a sequence or bulk data."""
+    element = doc.get(f"{tag_for_keyword(keyword):08X}") or {}
+    values = element.get("Value")
+    if not values or element.get("vr") == "SQ":
+        return ""
+    if element.get("vr") == "PN":
+        return "\\".join(v.get("Alphabetic", "") if isinstance(v, dict) else str(v) for v in values)
+    if len(values) == 1 and isinstance(values[0], int | float):
+        return values[0]
+    return "\\".join(str(v) for v in values)
 
 
 def _has_value(value) -> bool:
     if isinstance(value, str):
         return bool(value)
     if isinstance(value, list):
-        return any(_has_value(v) for item in value if isinstance(item, dict) for v in item.values())
+        for item in value:
+            if isinstance(item, dict):
+                if any(_has_value(v) for v in item.values()):
+                    return True
+            elif hasattr(item, "values") and any(str(e.value) for e in item.values()):  # a pydicom Dataset
+                return True
+        return False
     return value is not None
 
 
@@ -249,7 +296,7 @@ def _statement(lv, wanted, extra_keys, conditions, ignored, limit, offset) -> Qu
         reads.append((keyword, "text", -1))
     if extra_keys:
         extra_index = len(columns)
-        columns.append(I.extra)
+        columns += [I.extra, I.metadata]
 
     if lv <= STUDY:
         source = dicom_study
@@ -357,20 +404,12 @@ class _Matcher:
 
     def fuzzy_name(self, value: str) -> sa.ColumnElement[bool] | None:
         """Every word of the value is the start of a word of the name (any component, any
-        order), accents and case ignored: the way Spanish names with two surnames are typed."""
-        words = [w for w in re.split(r"[\s^,*?=]+", normalized_name(value.replace("^", " "))) if w]
+        order), accents and case ignored: the way Spanish names with two surnames are typed.
+        Answered from the name-word table (dicom_study_name), one index range a word."""
+        words = [w for w in re.split(r"[\s^,*?=\-]+", normalized_name(value.replace("^", " "))) if w]
         if not words:
             return None
-        column = S.patient_name_norm
-        parts = []
-        for w in words:
-            if self.dialect == "sqlite":
-                w = w.replace("[", "[[]")
-                options = [column.op("GLOB")(f"{w}*"), column.op("GLOB")(f"* {w}*"), column.op("GLOB")(f"*^{w}*"), column.op("GLOB")(f"*-{w}*")]
-            else:
-                w = w.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-                options = [column.like(f"{w}%", escape="\\"), column.like(f"% {w}%", escape="\\"), column.like(f"%^{w}%", escape="\\"), column.like(f"%-{w}%", escape="\\")]
-            parts.append(sa.or_(*options))
+        parts = [S.study_uid.in_(sa.select(N.study_uid).where(self.pattern(N.token, w[:64] + "*"))) for w in dict.fromkeys(words)]
         return sa.and_(*parts)
 
 
