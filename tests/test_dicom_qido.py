@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
-import httpx
 import orjson
 import pytest
 import sqlalchemy as sa
@@ -20,7 +15,7 @@ from expediente.db.migrate import upgrade
 from expediente.db.schema import audit_log
 from expediente.dicom.ingest import Origin
 from expediente.security.accounts import add_account
-from served import free_port, wait_healthy
+from served import free_port, serving
 
 JSON = "application/dicom+json"
 
@@ -177,21 +172,8 @@ def served(settings: Settings, tmp_path: Path):
     _fill(services.archive)
     add_account(services.engine, "pacs.sistema", "contraseña-de-prueba-segura", "system", kind="system")
     services.close()
-    env = {**os.environ, "EXPEDIENTE_DATA_DIR": str(local.data_dir), "EXPEDIENTE_PORT": str(port), "EXPEDIENTE_HOST": "127.0.0.1",
-           "EXPEDIENTE_SECRET_KEY": local.secret_key, "EXPEDIENTE_BASE_URL": base, "EXPEDIENTE_WORKERS": "1"}
-    env.pop("EXPEDIENTE_DATABASE_URL", None)
-    if local.database_url:
-        env["EXPEDIENTE_DATABASE_URL"] = local.database_url
-    exe = Path(sys.executable).with_name("expediente")
-    proc = subprocess.Popen([str(exe), "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
-    try:
-        wait_healthy(proc, base)
-        data = {"grant_type": "client_credentials", "client_id": "pacs.sistema", "client_secret": "contraseña-de-prueba-segura"}
-        token = httpx.post(f"{base}/auth/token", data=data).json()["access_token"]
-        yield base, token
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=60)
+    with serving(local, port, "pacs.sistema", "contraseña-de-prueba-segura", tmp_path) as served:
+        yield served
 
 
 def test_dicomweb_client_searches_a_served_archive(served):

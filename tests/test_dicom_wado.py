@@ -7,11 +7,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +26,7 @@ from expediente.db.schema import audit_log
 from expediente.security.accounts import add_account
 from mx_examples import mx_practitioner
 from mx_people import curp_of, mx_patient
+from served import free_port, serving
 
 CLUES_A = "DFIMS000011"
 
@@ -319,50 +315,12 @@ def test_a_clinician_sees_the_studies_of_patients_in_their_care_only(client, aut
 # ---------------------------------------------------------------------------------- a real server
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def served(settings, services):
+def served(settings, services, tmp_path):
     """`expediente serve` in its own process on the test's database, with a system client."""
-    port = _free_port()
     add_account(services.engine, "pacs.integracion", "contraseña-de-prueba-segura", "system", kind="system")
-    env = {
-        **os.environ,
-        "EXPEDIENTE_DATA_DIR": str(settings.data_dir),
-        "EXPEDIENTE_SECRET_KEY": settings.secret_key,
-        "EXPEDIENTE_PORT": str(port),
-        "EXPEDIENTE_HOST": "127.0.0.1",
-        "EXPEDIENTE_WORKERS": "1",
-        "EXPEDIENTE_BASE_URL": f"http://127.0.0.1:{port}",
-    }
-    env.pop("EXPEDIENTE_DATABASE_URL", None)
-    if settings.database_url:
-        env["EXPEDIENTE_DATABASE_URL"] = settings.database_url
-    exe = Path(sys.executable).with_name("expediente")
-    proc = subprocess.Popen([str(exe), "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=settings.data_dir.parent)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode()
-            try:
-                if requests.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.3)
-        token = requests.post(
-            f"{base}/auth/token", data={"grant_type": "client_credentials", "client_id": "pacs.integracion", "client_secret": "contraseña-de-prueba-segura"}
-        ).json()["access_token"]
-        yield base, token
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=60)
+    with serving(settings, free_port(), "pacs.integracion", "contraseña-de-prueba-segura", settings.data_dir.parent) as served:
+        yield served
 
 
 def test_dicomweb_client_against_a_real_server(served):
