@@ -30,6 +30,7 @@ class StudyFollower:
         self._every_look = every_look or []  # e.g. new orders: their patients' priors
         self._interval = interval
         self._since: datetime | None = None
+        self._handled: dict[str, datetime] = {}  # studies of the overlap window already handled
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # one look at a time (the thread and an explicit call)
@@ -67,10 +68,14 @@ class StudyFollower:
             if self._since is None:  # nothing waiting: from now on, only what changes
                 self._since = datetime.now(UTC).replace(tzinfo=None)
             return []
-        uids = [r.study_uid for r in rows]
-        for handler in self._handlers:
-            handler(uids)
+        # The overlap brings back studies already handled at the same `updated`: skip those.
+        uids = [r.study_uid for r in rows if self._handled.get(r.study_uid) != r.updated]
+        if uids:
+            for handler in self._handlers:
+                handler(uids)
         self._since = rows[-1].updated
+        window = self._since - timedelta(seconds=5)
+        self._handled = {r.study_uid: r.updated for r in rows if r.updated >= window}
         return uids
 
     def close(self) -> None:
