@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as _dt
 import io
 import random
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
 UID_ROOT = "1.2.826.0.1.3680043.10.1107."  # bench-only UIDs; deterministic from the seed
 INSTANCES_PER_STUDY = 10
+IMPLEMENTATION_UID = UID_ROOT + "0.1"
 FIRST_NAMES = ("María", "José", "Guadalupe", "Juan", "Ana", "Luis", "Sofía", "Jesús", "Ximena", "Ángel", "Daniela", "Óscar", "Fernanda", "Raúl", "Itzel", "Joaquín")
 SURNAMES = ("Hernández", "García", "Martínez", "López", "González", "Pérez", "Rodríguez", "Sánchez", "Ramírez", "Cruz", "Flores", "Gómez", "Núñez", "Ibáñez", "Peña", "Muñoz", "Díaz", "Reyes", "Morales", "Jiménez")
 MODALITIES = ("CT", "CT", "CR", "DX", "MR", "US", "MG")
@@ -164,25 +166,70 @@ def population(instances: int, seed: int = 0) -> Iterator[Row]:
             )
 
 
-def small_instance(row: Row) -> bytes:
-    ds = _base(
-        sop_uid=row.sop_uid,
-        study_uid=row.study_uid,
-        series_uid=row.series_uid,
-        patient_id=row.patient_id,
-        name=row.name,
-        birth=row.birth,
-        sex=row.sex,
-        study_date=row.study_date,
-        accession=row.accession,
-        modality=row.modality,
-        description=row.description,
-        number=row.number,
-    )
-    ds.StudyTime = row.study_time
-    ds.StudyID = row.study_id
-    _pixels(ds, (np.arange(64, dtype=np.uint16).reshape(8, 8) + row.index % 1000), window=(40, 400))
-    return _part10(ds)
+def small_instance(row: Row, implementation: tuple[str, str] = (IMPLEMENTATION_UID, "")) -> bytes:
+    """An 8x8 CT instance as Part-10 bytes, encoded by hand (1 M of them must be cheap to make;
+    ``tests/test_bench_dicom_data.py`` checks pydicom reads back the same attributes)."""
+    pixels = (np.arange(64, dtype=np.uint16).reshape(8, 8) + row.index % 1000).astype("<u2").tobytes()
+    elements = [
+        (0x00080005, "CS", b"ISO_IR 192"),
+        (0x00080016, "UI", CTImageStorage.encode()),
+        (0x00080018, "UI", row.sop_uid.encode()),
+        (0x00080020, "DA", row.study_date.encode()),
+        (0x00080030, "TM", row.study_time.encode()),
+        (0x00080050, "SH", row.accession.encode()),
+        (0x00080060, "CS", row.modality.encode()),
+        (0x00080090, "PN", b""),
+        (0x00081030, "LO", row.description.encode()),
+        (0x00100010, "PN", row.name.encode()),
+        (0x00100020, "LO", row.patient_id.encode()),
+        (0x00100030, "DA", row.birth.encode()),
+        (0x00100040, "CS", row.sex.encode()),
+        (0x0020000D, "UI", row.study_uid.encode()),
+        (0x0020000E, "UI", row.series_uid.encode()),
+        (0x00200010, "SH", row.study_id.encode()),
+        (0x00200011, "IS", b"1"),
+        (0x00200013, "IS", str(row.number).encode()),
+        (0x00280002, "US", struct.pack("<H", 1)),
+        (0x00280004, "CS", b"MONOCHROME2"),
+        (0x00280010, "US", struct.pack("<H", 8)),
+        (0x00280011, "US", struct.pack("<H", 8)),
+        (0x00280100, "US", struct.pack("<H", 16)),
+        (0x00280101, "US", struct.pack("<H", 12)),
+        (0x00280102, "US", struct.pack("<H", 11)),
+        (0x00280103, "US", struct.pack("<H", 0)),
+        (0x00281050, "DS", b"40"),
+        (0x00281051, "DS", b"400"),
+        (0x00281052, "DS", b"-1024"),
+        (0x00281053, "DS", b"1"),
+        (0x7FE00010, "OW", pixels),
+    ]
+    return _file_meta(CTImageStorage, row.sop_uid, *implementation) + b"".join(_element(t, vr, v) for t, vr, v in elements)
+
+
+_LONG_VRS = frozenset({"OB", "OW", "OF", "SQ", "UT", "UN"})
+
+
+def _element(tag: int, vr: str, value: bytes) -> bytes:
+    if len(value) % 2:
+        value += b"\0" if vr in ("UI", "OB") else b" "
+    head = struct.pack("<HH", tag >> 16, tag & 0xFFFF) + vr.encode()
+    if vr in _LONG_VRS:
+        return head + struct.pack("<HI", 0, len(value)) + value
+    return head + struct.pack("<H", len(value)) + value
+
+
+def _file_meta(sop_class: str, sop_uid: str, implementation_uid: str = IMPLEMENTATION_UID, version_name: str = "") -> bytes:
+    parts = [
+        _element(0x00020001, "OB", b"\0\1"),
+        _element(0x00020002, "UI", sop_class.encode()),
+        _element(0x00020003, "UI", sop_uid.encode()),
+        _element(0x00020010, "UI", ExplicitVRLittleEndian.encode()),
+        _element(0x00020012, "UI", implementation_uid.encode()),
+    ]
+    if version_name:
+        parts.append(_element(0x00020013, "SH", version_name.encode()))
+    body = b"".join(parts)
+    return b"\0" * 128 + b"DICM" + _element(0x00020000, "UL", struct.pack("<I", len(body))) + body
 
 
 # ------------------------------------------------------------------ shared pieces
