@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import shutil
@@ -487,6 +488,7 @@ def _serve(settings: Settings) -> None:
     from expediente.ops.logs import configure_logging, server_log_config
 
     configure_logging(settings.log_level)
+    dimse = _start_dimse(settings)
     from granian import Granian
 
     from expediente.security.tls import granian_options
@@ -504,6 +506,25 @@ def _serve(settings: Settings) -> None:
         workers_kill_timeout=20,
         **granian_options(settings),
     ).serve()
+    if dimse is not None:
+        dimse.stop()
+
+
+def _start_dimse(settings: Settings):
+    """The DIMSE listener (forked before Granian), only when an AE file says who may connect."""
+    if not settings.dicom_aes or not settings.dicom_port:
+        logging.getLogger("expediente.dicom.net").info(
+            "DIMSE desactivado: defina EXPEDIENTE_DICOM_AES (archivo de AE conocidos) / DIMSE off: no AE file (dicom_aes)"
+        )
+        return None
+    from expediente.dicom.aes import AeConfigError
+    from expediente.dicom.net.server import start_dimse
+
+    try:
+        return start_dimse(settings)
+    except (AeConfigError, OSError) as exc:
+        console.print(f"[red]Error de configuración DIMSE:[/red] {exc}")
+        raise typer.Exit(2) from None
 
 
 TlsCertificate = Annotated[str | None, typer.Option(help="Cadena de certificados PEM: sirve HTTPS (con --tls-key)")]

@@ -99,6 +99,10 @@ class Archive:
     def store_file(self, data: bytes | BinaryIO, *, origin: Origin) -> Stored:
         return self.ingest.store_file(data, origin=origin)
 
+    def begin_file(self, *, origin: Origin, study_uid: str | None = None) -> Receipt:
+        """A whole Part-10 file written in pieces as it arrives (STOW-RS), optionally of one study."""
+        return self.ingest.begin_file(origin=origin, study_uid=study_uid)
+
     # ------------------------------------------------------------------ finding
 
     def find(self, level: str, keys: dict, *, scope: Scope, limit: int | None = None, offset: int = 0, fuzzy: bool = False) -> list[dict]:

@@ -112,6 +112,11 @@ class Ingest:
             raise
         return receipt.finish()
 
+    def begin_file(self, *, origin: Origin, study_uid: str | None = None) -> Receipt:
+        """A receipt for one whole Part-10 file arriving in pieces (a STOW-RS part); with
+        ``study_uid``, an instance of another study is refused."""
+        return Receipt(self, origin, expected=None, study=study_uid)
+
     # ------------------------------------------------------------------ indexing
 
     def _index(self, header: Header, key: str, origin: Origin, extra: str | None) -> Stored:
@@ -182,10 +187,11 @@ class Ingest:
 class Receipt:
     """One instance being written: bytes go to a temporary file, hashed as they come."""
 
-    def __init__(self, ingest: Ingest, origin: Origin, expected: tuple[str, str] | None):
+    def __init__(self, ingest: Ingest, origin: Origin, expected: tuple[str, str] | None, study: str | None = None):
         self._ingest = ingest
         self._origin = origin
         self._expected = expected
+        self._study = study
         self._fd, self._tmp = ingest.blobs.temporary()
         self._hash = hashlib.sha256()
         self._size = 0
@@ -233,6 +239,8 @@ class Receipt:
         return stored
 
     def _check(self, header: Header) -> None:
+        if self._study is not None and header.text("StudyInstanceUID") != self._study:
+            raise Refused(DATASET_MISMATCH, "el StudyInstanceUID de la instancia no coincide con el estudio de la URL")
         if self._expected is None:
             return
         sop_class, sop_uid = self._expected
@@ -302,7 +310,8 @@ def _insert_ignoring(conn: sa.Connection, table: sa.Table) -> sa.Insert:
             from sqlalchemy.dialects.postgresql import insert
         else:
             from sqlalchemy.dialects.sqlite import insert
-        _INSERT_IGNORING[key] = insert(table).on_conflict_do_nothing()
+        # preserve_rowcount: SQLAlchemy 2.1 with psycopg reports -1 for an INSERT otherwise.
+        _INSERT_IGNORING[key] = insert(table).on_conflict_do_nothing().execution_options(preserve_rowcount=True)
     return _INSERT_IGNORING[key]
 
 

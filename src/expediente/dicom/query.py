@@ -1,0 +1,383 @@
+"""The imaging query engine behind DIMSE C-FIND and QIDO-RS: matching keys on the index tables.
+
+``find(conn, level, keys, scope=...)`` answers from dicom_study / dicom_series /
+dicom_instance only (never from files). ``keys`` is a C-FIND identifier as a dict keyword ->
+match value (a string; a list of dicts for a sequence):
+
+- ``""``: return key (universal match);
+- single value: exact match (case-sensitive); ``*`` and ``?`` make it a wildcard match;
+- a backslash-separated list: any of the values (UID list matching; also allowed for other
+  attributes, e.g. ``ModalitiesInStudy=CT\\MR``);
+- DA/TM/DT: ``A-B``, ``-B``, ``A-`` range matching (inclusive; ``1000-1200`` includes 12:00:59);
+- PN: matched on ``patient_name_norm`` (accents and case ignored, as most archives do by
+  default). With ``fuzzy`` each word of the value is a prefix of some component word of the
+  name, in any order: ``garc mar`` finds "García López^María José";
+- sequences: no sequence attribute is indexed, so a sequence key is returned empty and its
+  items do not restrict the match (PS3.4 C.2.2.2.6 leaves unsupported optional keys to the SCP);
+- a known keyword the index does not hold is returned empty and ignored for matching (see
+  ``Query.ignored``); at IMAGE level the instance's extra tags (setting dicom_extra_tags) are
+  matched and returned. An unknown keyword or a malformed value raises ``QueryError``.
+
+Each answer is a dict keyword -> value holding the requested keys, the unique keys of the
+level and the levels above, and the attributes QIDO-RS must return at that level
+(PS3.18 tables 10.6.3-3/4/5). Values: ``str`` for text VRs ("" when empty; multi-valued text
+backslash-joined, e.g. ModalitiesInStudy ``"CT\\PT"``), ``int | None`` for IS/US, ``[]`` for
+sequences. Order is stable: studies newest first, then UID; series by number; instances by
+number.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import orjson
+import sqlalchemy as sa
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+from expediente.db.schema import dicom_instance, dicom_series, dicom_study
+from expediente.dicom.names import normalized_name
+
+LEVELS = {"PATIENT": 0, "STUDY": 1, "SERIES": 2, "IMAGE": 3}
+PATIENT, STUDY, SERIES, IMAGE = range(4)
+
+# Keys of a C-FIND identifier that are not attributes to match.
+_CONTROL = {"QueryRetrieveLevel", "SpecificCharacterSet", "RetrieveAETitle", "InstanceAvailability", "TimezoneOffsetFromUTC"}
+
+
+class QueryError(ValueError):
+    """A query the engine cannot answer as asked; the message is in Spanish for the caller."""
+
+
+@dataclass(frozen=True, slots=True)
+class Attr:
+    keyword: str
+    level: int
+    column: sa.ColumnElement | None  # None: computed at the patient level
+    kind: str  # text | pn | uid | date | time | int | count | modalities
+
+
+def _a(keyword: str, level: int, column, kind: str = "text") -> tuple[str, Attr]:
+    return keyword, Attr(keyword, level, column, kind)
+
+
+S, R, I = dicom_study.c, dicom_series.c, dicom_instance.c
+ATTRS: dict[str, Attr] = dict(
+    [
+        _a("PatientID", PATIENT, S.patient_id),
+        _a("IssuerOfPatientID", PATIENT, S.issuer),
+        _a("PatientName", PATIENT, S.patient_name, "pn"),
+        _a("PatientBirthDate", PATIENT, S.patient_birth_date, "date"),
+        _a("PatientSex", PATIENT, S.patient_sex),
+        _a("NumberOfPatientRelatedStudies", PATIENT, None, "count"),
+        _a("NumberOfPatientRelatedSeries", PATIENT, None, "count"),
+        _a("NumberOfPatientRelatedInstances", PATIENT, None, "count"),
+        _a("StudyInstanceUID", STUDY, S.study_uid, "uid"),
+        _a("StudyDate", STUDY, S.study_date, "date"),
+        _a("StudyTime", STUDY, S.study_time, "time"),
+        _a("AccessionNumber", STUDY, S.accession_number),
+        _a("StudyID", STUDY, S.study_id),
+        _a("StudyDescription", STUDY, S.study_description),
+        _a("ReferringPhysicianName", STUDY, S.referring_physician),
+        _a("ModalitiesInStudy", STUDY, S.modalities, "modalities"),
+        _a("NumberOfStudyRelatedSeries", STUDY, S.series_count, "count"),
+        _a("NumberOfStudyRelatedInstances", STUDY, S.instance_count, "count"),
+        _a("SeriesInstanceUID", SERIES, R.series_uid, "uid"),
+        _a("Modality", SERIES, R.modality),
+        _a("SeriesNumber", SERIES, R.series_number, "int"),
+        _a("SeriesDescription", SERIES, R.series_description),
+        _a("BodyPartExamined", SERIES, R.body_part),
+        _a("SeriesDate", SERIES, R.series_date, "date"),
+        _a("NumberOfSeriesRelatedInstances", SERIES, R.instance_count, "count"),
+        _a("SOPInstanceUID", IMAGE, I.sop_instance_uid, "uid"),
+        _a("SOPClassUID", IMAGE, I.sop_class_uid, "uid"),
+        _a("InstanceNumber", IMAGE, I.instance_number, "int"),
+        _a("Rows", IMAGE, I.rows, "int"),
+        _a("Columns", IMAGE, I.columns, "int"),
+        _a("NumberOfFrames", IMAGE, I.frames, "int"),
+        _a("AvailableTransferSyntaxUID", IMAGE, I.transfer_syntax, "uid"),
+    ]
+)
+
+UNIQUE = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+# What QIDO-RS returns at each level without includefield (PS3.18 10.6.3.3), as far as the
+# index holds it; the protocol layers add RetrieveURL, SpecificCharacterSet and the like.
+DEFAULTS = {
+    PATIENT: ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex", "NumberOfPatientRelatedStudies", "NumberOfPatientRelatedSeries", "NumberOfPatientRelatedInstances"),
+    STUDY: (
+        "StudyDate", "StudyTime", "AccessionNumber", "ModalitiesInStudy", "ReferringPhysicianName", "PatientName", "PatientID",
+        "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyID", "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances",
+    ),
+    SERIES: ("Modality", "SeriesDescription", "SeriesInstanceUID", "SeriesNumber", "NumberOfSeriesRelatedInstances", "StudyInstanceUID"),
+    IMAGE: ("SOPClassUID", "SOPInstanceUID", "InstanceNumber", "Rows", "Columns", "NumberOfFrames", "StudyInstanceUID", "SeriesInstanceUID"),
+}
+STUDY_DEFAULTS, SERIES_DEFAULTS = DEFAULTS[STUDY], DEFAULTS[SERIES]
+
+_DATE = re.compile(r"^\d{8}$")
+_TIME = re.compile(r"^\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?$")
+_DATETIME = re.compile(r"^\d{4,14}(\.\d{1,6})?([+-]\d{4})?$")
+
+
+@dataclass
+class Query:
+    """A planned query: the statement, how to read its rows, what was not matched."""
+
+    level: int
+    statement: sa.Select
+    reads: list[tuple[str, str, int]]  # (keyword, kind, column index | -1 extra | -2 empty)
+    extra_index: int | None
+    ignored: list[str] = field(default_factory=list)
+
+    def rows(self, conn: sa.Connection) -> list[dict]:
+        out = []
+        for row in conn.execute(self.statement):
+            extra = orjson.loads(row[self.extra_index]) if self.extra_index is not None and row[self.extra_index] else {}
+            item: dict = {}
+            for keyword, kind, index in self.reads:
+                if index >= 0:
+                    value = row[index]
+                    item[keyword] = ("" if value is None else value) if kind not in ("int", "count") else (None if value is None else int(value))
+                elif index == -1:
+                    item[keyword] = str(extra.get(keyword, ""))
+                else:
+                    item[keyword] = [] if _is_sequence(keyword) else ""
+            out.append(item)
+        return out
+
+
+def find(conn: sa.Connection, level: str, keys: dict, *, scope, limit: int | None = None, offset: int = 0, fuzzy: bool = False) -> list[dict]:
+    """The matches of ``keys`` at ``level`` (see the module docstring), visible to ``scope``."""
+    return plan(conn.dialect.name, level, keys, scope=scope, limit=limit, offset=offset, fuzzy=fuzzy).rows(conn)
+
+
+def plan(dialect: str, level: str, keys: dict, *, scope, limit: int | None = None, offset: int = 0, fuzzy: bool = False) -> Query:
+    if level not in LEVELS:
+        raise QueryError(f"Nivel de consulta desconocido: {str(level)[:16]!r} (PATIENT, STUDY, SERIES o IMAGE)")
+    lv = LEVELS[level]
+    if limit is not None and limit < 0 or offset < 0:
+        raise QueryError("limit y offset deben ser enteros no negativos")
+    match = _Matcher(dialect, fuzzy)
+    conditions: list[sa.ColumnElement[bool]] = []
+    if (cond := scope.where(dicom_study)) is not None:
+        conditions.append(cond)
+    wanted: list[str] = []
+    ignored: list[str] = []
+    extra_keys: list[str] = []
+    for keyword, value in keys.items():
+        if keyword in _CONTROL:
+            continue
+        attr = ATTRS.get(keyword)
+        if attr is None:
+            if tag_for_keyword(keyword) is None:
+                raise QueryError(f"Atributo DICOM desconocido: {str(keyword)[:64]!r}")
+            if lv == IMAGE and not _is_sequence(keyword):
+                extra_keys.append(keyword)
+                if isinstance(value, str) and value:
+                    conditions.append(match.text(_extra_value(dialect, keyword), value))
+            else:
+                if _has_value(value):
+                    ignored.append(keyword)
+                wanted.append(keyword)
+            continue
+        if attr.level > lv or (lv == PATIENT and attr.level != PATIENT) or (lv != PATIENT and attr.keyword.startswith("NumberOfPatient")):
+            if _has_value(value):
+                ignored.append(keyword)
+            wanted.append(keyword)
+            continue
+        wanted.append(keyword)
+        if not isinstance(value, str):
+            raise QueryError(f"El valor de {keyword} debe ser texto")
+        if value and (cond := match.attr(attr, value)) is not None:
+            conditions.append(cond)
+        elif value and attr.kind == "count":
+            ignored.append(keyword)
+    # The level's unique keys and QIDO's defaults come back whether asked or not.
+    for keyword in (*UNIQUE[: lv + 1], *DEFAULTS[lv]):
+        if keyword not in wanted:
+            wanted.append(keyword)
+    wanted = [k for k in wanted if k not in extra_keys]
+    return _statement(lv, wanted, extra_keys, conditions, ignored, limit, offset)
+
+
+def _has_value(value) -> bool:
+    if isinstance(value, str):
+        return bool(value)
+    if isinstance(value, list):
+        return any(_has_value(v) for item in value if isinstance(item, dict) for v in item.values())
+    return value is not None
+
+
+def _is_sequence(keyword: str) -> bool:
+    try:
+        return dictionary_VR(keyword) == "SQ"
+    except KeyError:
+        return False
+
+
+def _extra_value(dialect: str, keyword: str) -> sa.ColumnElement:
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import JSONB
+
+        return sa.cast(dicom_instance.c.extra, JSONB)[keyword].astext
+    return sa.func.json_extract(dicom_instance.c.extra, f"$.{keyword}")
+
+
+def _statement(lv, wanted, extra_keys, conditions, ignored, limit, offset) -> Query:
+    columns: list[sa.ColumnElement] = []
+    reads: list[tuple[str, str, int]] = []
+    for keyword in wanted:
+        attr = ATTRS.get(keyword)
+        usable = attr is not None and attr.level <= lv and not (lv == PATIENT and attr.level != PATIENT) and not (lv != PATIENT and keyword.startswith("NumberOfPatient"))
+        if not usable:
+            reads.append((keyword, "text", -2))
+            continue
+        if lv == PATIENT:
+            column = {
+                "NumberOfPatientRelatedStudies": sa.func.count(),
+                "NumberOfPatientRelatedSeries": sa.func.sum(S.series_count),
+                "NumberOfPatientRelatedInstances": sa.func.sum(S.instance_count),
+                "PatientID": S.patient_id,
+                "IssuerOfPatientID": S.issuer,
+            }.get(keyword, sa.func.max(attr.column) if attr.column is not None else None)
+        else:
+            column = attr.column
+        reads.append((keyword, attr.kind, len(columns)))
+        columns.append(column)
+    extra_index = None
+    for keyword in extra_keys:
+        reads.append((keyword, "text", -1))
+    if extra_keys:
+        extra_index = len(columns)
+        columns.append(I.extra)
+
+    if lv <= STUDY:
+        source = dicom_study
+    elif lv == SERIES:
+        source = dicom_series.join(dicom_study, S.study_uid == R.study_uid)
+    else:
+        source = dicom_instance.join(dicom_series, R.series_uid == I.series_uid).join(dicom_study, S.study_uid == I.study_uid)
+    statement = sa.select(*columns).select_from(source)
+    if conditions:
+        statement = statement.where(*conditions)
+    if lv == PATIENT:
+        statement = statement.group_by(S.patient_id, S.issuer).order_by(S.patient_id, S.issuer)
+    else:
+        order = [S.study_date.desc(), S.study_time.desc(), S.study_uid]
+        if lv >= SERIES:
+            order += [R.series_number.is_(None), R.series_number, R.series_uid]
+        if lv == IMAGE:
+            order += [I.instance_number.is_(None), I.instance_number, I.sop_instance_uid]
+        statement = statement.order_by(*order)
+    if limit is not None:
+        statement = statement.limit(limit)
+    if offset:
+        statement = statement.offset(offset)
+    return Query(lv, statement, reads, extra_index, ignored)
+
+
+class _Matcher:
+    """One key's matching condition, per the VR's rules, for this database."""
+
+    def __init__(self, dialect: str, fuzzy: bool):
+        self.dialect = dialect
+        self.fuzzy = fuzzy
+
+    def attr(self, attr: Attr, value: str) -> sa.ColumnElement[bool] | None:
+        kind, column = attr.kind, attr.column
+        if kind == "count":
+            return None
+        if kind == "pn" and attr.keyword == "PatientName":
+            if self.fuzzy:
+                return self.fuzzy_name(value)
+            return self.any_of(value, lambda v: self.text(S.patient_name_norm, normalized_name(v)))
+        if kind == "modalities":
+            # Any series of the study of that modality (the series table's index answers it).
+            return sa.exists().where(R.study_uid == S.study_uid, self.any_of(value, lambda v: self.text(R.modality, v)))
+        if kind == "uid":
+            values = [v.strip() for v in value.split("\\") if v.strip()]
+            return column == values[0] if len(values) == 1 else column.in_(values) if values else None
+        if kind == "date":
+            return self.any_of(value, lambda v: self.range(attr.keyword, column, v, _DATE, pad=False))
+        if kind == "time":
+            return self.any_of(value, lambda v: self.range(attr.keyword, column, v, _TIME, pad=True))
+        if kind == "int":
+            def one(v: str):
+                try:
+                    return column == int(v)
+                except ValueError:
+                    raise QueryError(f"{attr.keyword} debe ser un número entero, no {v[:32]!r}") from None
+
+            return self.any_of(value, one)
+        return self.any_of(value, lambda v: self.text(column, v))
+
+    @staticmethod
+    def any_of(value: str, one: Callable[[str], sa.ColumnElement[bool] | None]) -> sa.ColumnElement[bool] | None:
+        parts = [c for v in value.split("\\") if v != "" for c in [one(v)] if c is not None]
+        if not parts:
+            return None
+        return parts[0] if len(parts) == 1 else sa.or_(*parts)
+
+    def text(self, column: sa.ColumnElement, value: str) -> sa.ColumnElement[bool] | None:
+        if "*" not in value and "?" not in value:
+            return column == value
+        if set(value) <= {"*"}:
+            return None  # "*" matches everything, empty values included
+        return self.pattern(column, value)
+
+    def pattern(self, column: sa.ColumnElement, value: str) -> sa.ColumnElement[bool]:
+        """Case-sensitive wildcard match (``*``, ``?``): GLOB on SQLite (its LIKE ignores case),
+        LIKE on PostgreSQL, both able to use an index for a literal prefix."""
+        if self.dialect == "sqlite":
+            return column.op("GLOB")(value.replace("[", "[[]"))
+        escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_").replace("*", "%").replace("?", "_")
+        return column.like(escaped, escape="\\")
+
+    def range(self, keyword: str, column: sa.ColumnElement, value: str, form: re.Pattern, *, pad: bool) -> sa.ColumnElement[bool]:
+        value = value.strip()
+        if "-" in value:
+            low, _, high = value.partition("-")
+            low, high = low.strip(), high.strip()
+        else:
+            low = high = value
+        for part in (low, high):
+            if part and not form.match(part):
+                what = "fecha (AAAAMMDD)" if not pad else "hora (HHMMSS)"
+                raise QueryError(f"{keyword}: {value[:40]!r} no es una {what} ni un rango A-B")
+        if not low and not high:
+            raise QueryError(f"{keyword}: el rango {value[:40]!r} no tiene límites")
+        parts = []
+        if low:
+            parts.append(column >= low)
+        if high:
+            # A time bound of lower precision includes what follows it ("1200" covers 12:00:59).
+            parts.append(column <= (high + "~" if pad else high))
+        parts.append(column != "")  # an absent date is in no range
+        return sa.and_(*parts)
+
+    def fuzzy_name(self, value: str) -> sa.ColumnElement[bool] | None:
+        """Every word of the value is the start of a word of the name (any component, any
+        order), accents and case ignored: the way Spanish names with two surnames are typed."""
+        words = [w for w in re.split(r"[\s^,*?=]+", normalized_name(value.replace("^", " "))) if w]
+        if not words:
+            return None
+        column = S.patient_name_norm
+        parts = []
+        for w in words:
+            if self.dialect == "sqlite":
+                w = w.replace("[", "[[]")
+                options = [column.op("GLOB")(f"{w}*"), column.op("GLOB")(f"* {w}*"), column.op("GLOB")(f"*^{w}*"), column.op("GLOB")(f"*-{w}*")]
+            else:
+                w = w.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                options = [column.like(f"{w}%", escape="\\"), column.like(f"% {w}%", escape="\\"), column.like(f"%^{w}%", escape="\\"), column.like(f"%-{w}%", escape="\\")]
+            parts.append(sa.or_(*options))
+        return sa.and_(*parts)
+
+
+def supported(keyword: str) -> bool:
+    """Whether the index can match on ``keyword`` (others are returned empty)."""
+    attr = ATTRS.get(keyword)
+    return attr is not None and attr.kind != "count"
+
+
+__all__ = ["ATTRS", "DEFAULTS", "LEVELS", "Query", "QueryError", "UNIQUE", "find", "plan", "supported"]

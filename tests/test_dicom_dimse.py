@@ -1,0 +1,93 @@
+"""The DIMSE service class provider against real dcmtk peers: association, C-ECHO, C-STORE."""
+
+from __future__ import annotations
+
+import io
+
+import sqlalchemy as sa
+
+import pytest
+from pydicom import dcmread
+
+from expediente.db.schema import audit_log, dicom_instance
+from tests.dicom_samples import ct_slice
+from tests.dimse_helpers import need_dcmtk, start
+
+
+@pytest.fixture
+def dimse(settings, services, tmp_path):
+    need_dcmtk()
+    handle, peer = start(settings, services, tmp_path)
+    try:
+        yield peer
+    finally:
+        handle.stop()
+
+
+def _audit_rows(settings):
+    engine = sa.create_engine(settings.sqlalchemy_url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.select(audit_log).where(audit_log.c.action == "dimse").order_by(audit_log.c.seq)).mappings().all()
+    finally:
+        engine.dispose()
+
+
+def test_echo_and_audit(dimse):
+    done = dimse.run("echoscu", check=True)
+    assert done.returncode == 0
+    rows = _audit_rows(dimse.settings)
+    assert rows[-1]["actor"] == "dicom:MODALIDAD" and rows[-1]["outcome"] == "allowed"
+    assert rows[-1]["source"] == "127.0.0.1" and "DFIMS000011" in rows[-1]["reason"]
+
+
+def test_unknown_calling_ae_is_rejected(dimse):
+    done = dimse.run("echoscu", calling="DESCONOCIDO")
+    assert done.returncode != 0
+    assert "Calling AE Title Not Recognized" in done.stdout + done.stderr
+    rows = _audit_rows(dimse.settings)
+    assert rows[-1]["actor"] == "dicom:DESCONOCIDO" and rows[-1]["outcome"] == "denied"
+    dimse.echo()
+
+
+def test_wrong_called_ae_is_rejected(dimse):
+    done = dimse.run("echoscu", called="OTRO_PACS")
+    assert done.returncode != 0
+    assert "Called AE Title Not Recognized" in done.stdout + done.stderr
+    dimse.echo()
+
+
+def test_store_several_files_bit_identical(dimse, services):
+    study = "1.2.826.0.1.3680043.10.1089.77.1"
+    files = [dimse.write(f"ct{i}.dcm", ct_slice(study_uid=study, series_uid=study + ".1", number=i)) for i in range(1, 6)]
+    dimse.run("storescu", files=files, check=True)
+    assert dimse.counts() == (1, 1, 5)
+    refs = services.archive.instances(study_uid=study)
+    assert len(refs) == 5
+    for ref, path in zip(sorted(refs, key=lambda r: r.sop_instance_uid), sorted(files, key=lambda p: dcmread(p).SOPInstanceUID)):
+        stored = services.archive.read(ref)
+        original = open(path, "rb").read()
+        # The data set after the file meta is the one sent, byte for byte.
+        assert stored[-len(original) + 400 :] == original[-len(original) + 400 :]
+        assert dcmread(path).SOPInstanceUID == ref.sop_instance_uid
+    rows = _audit_rows(dimse.settings)
+    assert "almacenadas 5" in rows[-1]["reason"] and f"ImagingStudy/{study}" in rows[-1]["entities"]
+
+
+@pytest.mark.parametrize(
+    ("syntax", "option"),
+    [("1.2.840.10008.1.2.4.80", "--propose-jls-lossless"), ("1.2.840.10008.1.2.4.90", "--propose-j2k-lossless"), ("1.2.840.10008.1.2.5", "--propose-rle")],
+)
+def test_store_compressed_syntaxes(dimse, services, syntax, option):
+    """A compressed instance is accepted in its own transfer syntax and kept as it came."""
+    ds = dcmread(io.BytesIO(ct_slice()))
+    ds.compress(syntax)
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    path = dimse.write("comprimida.dcm", out.getvalue())
+    dimse.run("storescu", option, files=[path], check=True)
+    (ref,) = services.archive.instances(study_uid=ds.StudyInstanceUID)
+    assert ref.transfer_syntax == syntax and ref.pixel_length == -1
+    stored = dcmread(io.BytesIO(services.archive.read(ref)))
+    assert stored.PixelData == ds.PixelData
+    dimse.echo()
