@@ -27,7 +27,7 @@ from expediente.dicom.follower import StudyFollower
 from expediente.dicom.metadata import fill_studies
 from expediente.dicom.priors import Priors
 from expediente.dicom.study_link import StudyLinker
-from expediente.dicom.web import reconcile_api, stow, wado, wado_uri
+from expediente.dicom.web import qido, reconcile_api, stow, wado, wado_uri
 from expediente.fhir.store import ResourceStore
 from expediente.mpi import link_api
 from expediente.mpi.linking import Linker
@@ -166,6 +166,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             *purge_api.routes,  # Patient/$purge (retention)
             *reconcile_api.routes,  # imaging studies waiting for their patient
             *stow.routes, *wado.routes, *wado_uri.routes,  # DICOMweb store and retrieve, WADO-URI
+            *qido.routes,  # QIDO-RS: /dicomweb/studies, /series, /instances
             *fhir_api.routes,
         ],
         exception_handlers={FhirError: _fhir_error, HTTPException: _http_error, Exception: _unexpected},
