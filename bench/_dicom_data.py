@@ -129,41 +129,48 @@ class Row:
     number: int
 
 
-def population(instances: int, seed: int = 0) -> Iterator[Row]:
-    """The first ``instances`` instances; a prefix of a larger population is the smaller one."""
-    studies = -(-instances // INSTANCES_PER_STUDY)
-    for s in range(studies):
-        rng = random.Random(f"{seed}:{s}")
-        p = s // 3  # three studies a patient
-        prng = random.Random(f"{seed}:patient:{p}")
-        name = f"{prng.choice(SURNAMES)} {prng.choice(SURNAMES)}^{prng.choice(FIRST_NAMES)}"
-        birth = (_dt.date(1940, 1, 1) + _dt.timedelta(days=prng.randrange(365 * 80))).strftime("%Y%m%d")
-        sex = prng.choice("FM")
-        modality = rng.choice(MODALITIES)
-        date = (_dt.date(2016, 1, 1) + _dt.timedelta(days=rng.randrange(3650))).strftime("%Y%m%d")
-        study_uid = f"{UID_ROOT}{seed}.{s + 1}"
-        series_uid = f"{study_uid}.1"
-        for k in range(INSTANCES_PER_STUDY):
-            i = s * INSTANCES_PER_STUDY + k
-            if i >= instances:
+def population(instances: int, seed: int = 0, start: int = 0) -> Iterator[Row]:
+    """Instances ``start`` .. ``instances - 1``; a prefix of a larger population is the smaller one."""
+    first_study = start // INSTANCES_PER_STUDY
+    for s in range(first_study, -(-instances // INSTANCES_PER_STUDY)):
+        for row in population_study(s, seed):
+            if row.index >= instances:
                 return
-            yield Row(
-                index=i,
-                patient_id=f"MRN{p:07d}",
-                name=name,
-                birth=birth,
-                sex=sex,
-                study_uid=study_uid,
-                study_date=date,
-                study_time=f"{rng.randrange(7, 20):02d}{rng.randrange(60):02d}00",
-                accession=f"A{s:08d}",
-                study_id=str(s % 10000),
-                description=DESCRIPTIONS[modality],
-                modality=modality,
-                series_uid=series_uid,
-                sop_uid=f"{series_uid}.{k + 1}",
-                number=k + 1,
-            )
+            if row.index >= start:
+                yield row
+
+
+def population_study(s: int, seed: int = 0) -> Iterator[Row]:
+    """The instances of study number ``s`` (0-based)."""
+    rng = random.Random(f"{seed}:{s}")
+    p = s // 3  # three studies a patient
+    prng = random.Random(f"{seed}:patient:{p}")
+    name = f"{prng.choice(SURNAMES)} {prng.choice(SURNAMES)}^{prng.choice(FIRST_NAMES)}"
+    birth = (_dt.date(1940, 1, 1) + _dt.timedelta(days=prng.randrange(365 * 80))).strftime("%Y%m%d")
+    sex = prng.choice("FM")
+    modality = rng.choice(MODALITIES)
+    date = (_dt.date(2016, 1, 1) + _dt.timedelta(days=rng.randrange(3650))).strftime("%Y%m%d")
+    time = f"{rng.randrange(7, 20):02d}{rng.randrange(60):02d}00"
+    study_uid = f"{UID_ROOT}{seed}.{s + 1}"
+    series_uid = f"{study_uid}.1"
+    for k in range(INSTANCES_PER_STUDY):
+        yield Row(
+            index=s * INSTANCES_PER_STUDY + k,
+            patient_id=f"MRN{p:07d}",
+            name=name,
+            birth=birth,
+            sex=sex,
+            study_uid=study_uid,
+            study_date=date,
+            study_time=time,
+            accession=f"A{s:08d}",
+            study_id=str(s % 10000),
+            description=DESCRIPTIONS[modality],
+            modality=modality,
+            series_uid=series_uid,
+            sop_uid=f"{series_uid}.{k + 1}",
+            number=k + 1,
+        )
 
 
 def small_instance(row: Row, implementation: tuple[str, str] = (IMPLEMENTATION_UID, "")) -> bytes:
@@ -280,6 +287,19 @@ def _part10(ds: Dataset) -> bytes:
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
     return out.getvalue()
+
+
+def series_uids(blobs: list[bytes]) -> dict:
+    """Study, series and first instance (InstanceNumber 1) UIDs of a generated series."""
+    from pydicom import dcmread
+
+    first = dcmread(io.BytesIO(blobs[0]), stop_before_pixels=True)
+    for blob in blobs:
+        ds = dcmread(io.BytesIO(blob), stop_before_pixels=True)
+        if int(ds.get("InstanceNumber", 0) or 0) == 1:
+            first = ds
+            break
+    return {"study_uid": first.StudyInstanceUID, "series_uid": first.SeriesInstanceUID, "first_sop_uid": first.SOPInstanceUID}
 
 
 def write_files(blobs: list[bytes] | Iterator[bytes], directory: Path) -> list[Path]:
