@@ -98,6 +98,7 @@ class Filler:
         self.calling_ae, self.called_ae = calling_ae, called_ae
         self.when = time.strftime("%Y%m%dT%H%M%S")
         self.next_id = (self.db.execute("SELECT MAX(internalId) FROM Resources").fetchone()[0] or 0) + 1
+        self.dirs: set[Path] = set()
         self.known = dict(self.db.execute("SELECT publicId, internalId FROM Resources WHERE resourceType IN (1, 2, 3)").fetchall())
         self._reset()
 
@@ -165,7 +166,9 @@ class Filler:
         md5 = hashlib.md5(blob).hexdigest()
         self.files.append((inst, 1, file_uuid, len(blob), len(blob), 1, md5, md5))
         directory = self.storage / file_uuid[0:2] / file_uuid[2:4]
-        directory.mkdir(parents=True, exist_ok=True)
+        if directory not in self.dirs:
+            directory.mkdir(parents=True, exist_ok=True)
+            self.dirs.add(directory)
         with open(directory / file_uuid, "wb") as f:
             f.write(blob)
 

@@ -296,6 +296,7 @@ def parse_args(argv=None):
     p.add_argument("--qido-warmup", type=int, default=5)
     p.add_argument("--workers", type=int, default=2, help="expediente serve --workers")
     p.add_argument("--cache-dir", default="/tmp/expediente-bench-dicom")
+    p.add_argument("--build-only", action="store_true", help="build the QIDO populations of --sizes and exit")
     p.add_argument("--report", metavar="RESULT_JSON", help="print the markdown table of a result and exit")
     args = p.parse_args(argv)
     args.phases = [x for x in args.phases.split(",") if x]
@@ -310,6 +311,13 @@ def main(argv=None) -> int:
         return 0
     from _dicom_populations import Populations
 
+    if args.build_only:
+        populations = Populations(Path(args.cache_dir), Archives(args), args.seed)
+        for size in args.sizes:
+            for side in SIDES:
+                populations.ready(side, size)
+                print(json.dumps({"side": side, "instances": size, "method": populations.method(side, size)}))
+        return 0
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     t0 = time.monotonic()
     result: dict = {"bench": "dicom_vs_orthanc", "started": started, "machine": machine(), "args": {k: v for k, v in vars(args).items() if k != "report"}}
