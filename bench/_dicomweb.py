@@ -91,7 +91,8 @@ class Client:
         return self._get(f"/studies/{study}/series/{series}/instances/{sop}/frames/{number}", FRAME_ACCEPT, keep)
 
     def qido(self, path: str, params: dict[str, str]) -> tuple[int, list, float]:
-        query = urllib.parse.urlencode(params)
+        # '*' unescaped: Orthanc does not take %2A as a wildcard (RFC 3986 allows '*' in a query).
+        query = urllib.parse.urlencode(params, safe="*")
         t0 = time.perf_counter()
         resp = self._request(f"{path}?{query}", "application/dicom+json")
         raw = resp.read()
