@@ -93,6 +93,7 @@ def start(settings, services, tmp_path: Path, **overrides):
     aes = tmp_path / "aes.toml"
     aes.write_text(AES_TOML.format(dest_port=dest_port))
     port = free_port()
-    s = dataclasses.replace(settings, dicom_aes=str(aes), dicom_port=port, dicom_ae_title=AE_TITLE, dicom_processes=1, **overrides)
+    values = {"dicom_aes": str(aes), "dicom_port": port, "dicom_ae_title": AE_TITLE, "dicom_processes": 1, **overrides}
+    s = dataclasses.replace(settings, **values)
     handle = start_dimse(s)
     return handle, Dimse(s, port, dest_port, tmp_path)

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 import pytest
 from pydicom import dcmread
 
-from expediente.db.schema import audit_log, dicom_instance
+from expediente.db.schema import audit_log
 from tests.dicom_samples import ct_slice
 from tests.dimse_helpers import need_dcmtk, start
 
@@ -91,3 +91,46 @@ def test_store_compressed_syntaxes(dimse, services, syntax, option):
     stored = dcmread(io.BytesIO(services.archive.read(ref)))
     assert stored.PixelData == ds.PixelData
     dimse.echo()
+
+
+def test_parallel_associations_across_processes(settings, services, tmp_path):
+    """Four storescu at once into two receiving processes sharing the listening socket."""
+    import os
+    import subprocess
+
+    from tests.dimse_helpers import AE_TITLE
+
+    need_dcmtk()
+    handle, peer = start(settings, services, tmp_path, dicom_processes=2)
+    try:
+        assert len(handle.pids) == 2
+        study = "1.2.826.0.1.3680043.10.1089.88.1"
+        files = [peer.write(f"p{i}.dcm", ct_slice(study_uid=study, series_uid=study + ".1", number=i)) for i in range(12)]
+        procs = [
+            subprocess.Popen(["storescu", "-aet", "MODALIDAD", "-aec", AE_TITLE, "127.0.0.1", str(peer.port), *files[k::4]], env={**os.environ, "TCP_NODELAY": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            for k in range(4)
+        ]
+        for proc in procs:
+            out, _ = proc.communicate(timeout=120)
+            assert proc.returncode == 0, out
+        assert peer.counts() == (1, 1, 12)
+        engine = sa.create_engine(peer.settings.sqlalchemy_url)
+        with engine.connect() as conn:
+            from expediente.db.schema import dicom_series, dicom_study
+
+            assert conn.execute(sa.select(dicom_study.c.instance_count)).scalar() == 12
+            assert conn.execute(sa.select(dicom_series.c.instance_count)).scalar() == 12
+        engine.dispose()
+    finally:
+        handle.stop()
+    assert all(not os.path.exists(f"/proc/{pid}") for pid in handle.pids)
+
+
+def test_serve_without_ae_file_says_dimse_is_off(settings, caplog):
+    import logging
+
+    from expediente.cli import _start_dimse
+
+    with caplog.at_level(logging.INFO, logger="expediente.dicom.net"):
+        assert _start_dimse(settings) is None
+    assert "DIMSE desactivado" in caplog.text and "DIMSE off" in caplog.text

@@ -24,16 +24,16 @@ class Link:
         self.reader = reader
         # Largest PDV data we send: the peer's maximum PDU less the PDU and PDV headers.
         self.fragment = (peer_max_pdu - 12) if peer_max_pdu >= 1024 else 1 << 20
-        self._pdvs: Iterator | None = None
+        self._pdvs: list = []  # the PDVs of the current P-DATA PDU not yet handed out
+        self._next = 0
 
     # ------------------------------------------------------------------ receiving
 
     def _next_pdv(self) -> tuple[int, bool, bool, memoryview]:
         while True:
-            if self._pdvs is not None:
-                for item in self._pdvs:
-                    return item
-                self._pdvs = None
+            if self._next < len(self._pdvs):
+                self._next += 1
+                return self._pdvs[self._next - 1]
             try:
                 kind, body = self.reader.read()
             except (pdu.Closed, OSError) as exc:
@@ -42,7 +42,7 @@ class Link:
                 self.abort()
                 raise Aborted(str(exc)) from None
             if kind == pdu.P_DATA:
-                self._pdvs = pdu.pdvs(body)
+                self._pdvs, self._next = list(pdu.pdvs(body)), 0
             elif kind == pdu.RELEASE_RQ:
                 raise Released()  # answered by the provider once the association is audited
             elif kind == pdu.ABORT:
@@ -97,7 +97,7 @@ class Link:
 
     def readable(self) -> bool:
         """True when something from the peer waits (a C-CANCEL, a response)."""
-        if self._pdvs is not None or self.reader.pending():
+        if self._next < len(self._pdvs) or self.reader.pending():
             return True
         ready, _, _ = select.select([self.sock], [], [], 0)
         return bool(ready)

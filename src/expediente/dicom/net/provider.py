@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from expediente.config import Settings
 from expediente.db.engine import write_transaction
 from expediente.dicom.aes import AeDirectory
-from expediente.dicom.archive import Archive
+from expediente.dicom.archive import Archive, Origin
 from expediente.dicom.net import dimse, pdu
 from expediente.dicom.net.association import Accepted, Rejection, negotiate
 from expediente.dicom.net.link import Aborted, Link, Released
@@ -40,6 +40,11 @@ class Session:
     @property
     def ae(self):
         return self.accepted.ae
+
+    @property
+    def origin(self) -> Origin:
+        """Who sent what this association stores (recorded with each instance)."""
+        return Origin(kind="dimse", calling_ae=self.ae.title, institution=self.ae.institution or None)
 
     def note_study(self, uid: str) -> None:
         if uid and len(self.studies) < MAX_AUDITED_STUDIES:

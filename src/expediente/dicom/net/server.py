@@ -62,6 +62,8 @@ def listen(settings: Settings) -> socket.socket:
 def start_dimse(settings: Settings, sock: socket.socket | None = None) -> DimseHandle:
     """Listen on ``dicom_port`` as ``dicom_ae_title`` and fork the receiving processes."""
     from expediente.dicom.aes import AeDirectory
+    from expediente.dicom.archive import Archive  # noqa: F401 - imported once, before the fork
+    from expediente.dicom.net.provider import Provider  # noqa: F401
 
     AeDirectory.load(settings.dicom_aes)  # a broken AE file stops the start here, with its reason
     sock = sock or listen(settings)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from expediente.dicom.ingest import Origin, Refused
+from expediente.dicom.ingest import Refused
 from expediente.dicom.net import dimse
 from expediente.dicom.net.link import Aborted
 from expediente.dicom.status import NOT_AUTHORIZED, OUT_OF_RESOURCES, SOP_CLASS_NOT_SUPPORTED, SUCCESS
@@ -25,7 +25,7 @@ def c_store(session, ctx: int, command: dict) -> None:
         if sop_class != abstract:
             raise Refused(SOP_CLASS_NOT_SUPPORTED, "la clase SOP del comando no corresponde al contexto de presentación")
         receipt = session.archive.begin_store(
-            sop_class_uid=sop_class, sop_instance_uid=sop_uid, transfer_syntax=syntax, origin=_origin(session)
+            sop_class_uid=sop_class, sop_instance_uid=sop_uid, transfer_syntax=syntax, origin=session.origin
         )
         try:
             for fragment in fragments:
@@ -57,10 +57,3 @@ def c_store(session, ctx: int, command: dict) -> None:
 
 def _answer(session, ctx: int, command: dict, status: int, reason: str) -> None:
     session.link.send(ctx, dimse.response(command, dimse.C_STORE_RSP, status, error_comment=reason))
-
-
-def _origin(session) -> Origin:
-    origin = getattr(session, "_origin", None)
-    if origin is None:
-        origin = session._origin = Origin(kind="dimse", calling_ae=session.ae.title, institution=session.ae.institution or None)
-    return origin
