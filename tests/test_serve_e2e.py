@@ -13,11 +13,38 @@ from pathlib import Path
 
 import httpx
 
+from dicom_samples import ct_slice
+from expediente.config import Settings
+from expediente.dicom.archive import Archive
+from expediente.dicom.ingest import Origin
+
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _a_study_arrives_and_joins_the_record(data_dir: Path, patient: dict, base: str, auth: dict) -> None:
+    """The server's study follower (its own process) turns a study that arrived into an
+    ImagingStudy of the patient whose CURP the header carries."""
+    curp = next(i["value"] for i in patient["identifier"] if i["system"] == "urn:oid:2.16.840.1.113883.4.629")
+    archive = Archive.build(Settings(data_dir=data_dir))
+    try:
+        header = dict(patient_id=curp, birth=patient["birthDate"].replace("-", ""), sex={"female": "F", "male": "M"}.get(patient["gender"], "O"))
+        study = archive.store_file(ct_slice(**header, name=_dicom_name(patient)), origin=Origin("stow", subject="e2e")).study_uid
+    finally:
+        archive.close()
+    deadline = time.monotonic() + 30
+    while (r := httpx.get(f"{base}/fhir/ImagingStudy/{study}", headers=auth)).status_code != 200:
+        assert time.monotonic() < deadline, f"the study did not become an ImagingStudy: {r.text}"
+        time.sleep(0.3)
+    assert r.json()["subject"] == {"reference": f"Patient/{patient['id']}"}
+
+
+def _dicom_name(patient: dict) -> str:
+    name = patient["name"][0]
+    return f"{name['family']}^{' '.join(name['given'])}"
 
 
 def test_demo_serves_patients_to_token_holders_only(tmp_path: Path):
@@ -51,6 +78,7 @@ def test_demo_serves_patients_to_token_holders_only(tmp_path: Path):
         r = httpx.get(f"{base}/fhir/Patient/{pid}", headers=auth)
         assert r.status_code == 200 and r.json()["resourceType"] == "Patient"
         assert any(i["system"] == "urn:oid:2.16.840.1.113883.4.629" for i in r.json()["identifier"])
+        _a_study_arrives_and_joins_the_record(tmp_path / "data", r.json(), base, auth)
         r = httpx.get(f"{base}/fhir/Patient/{pid}")
         assert r.status_code == 401 and r.json()["resourceType"] == "OperationOutcome"
     finally:

@@ -27,7 +27,8 @@ from expediente.dicom.follower import StudyFollower
 from expediente.dicom.metadata import fill_studies
 from expediente.dicom.priors import Priors
 from expediente.dicom.study_link import StudyLinker
-from expediente.dicom.web import qido, reconcile_api, stow, wado, wado_uri
+from expediente.dicom.thumbnails import Thumbnails
+from expediente.dicom.web import qido, reconcile_api, rendered, stow, wado, wado_uri
 from expediente.fhir.store import ResourceStore
 from expediente.mpi import link_api
 from expediente.mpi.linking import Linker
@@ -79,6 +80,7 @@ class Services:
         archive = Archive(engine, LocalBlobStore.from_settings(settings), settings, reader)
         study_linker = StudyLinker(engine, archive.blobs, store, settings.public_base + "/dicomweb")
         priors = Priors(engine, archive.blobs)
+        priors.preparers.append(Thumbnails(archive).prepare)  # the priors' previews
         study_linker.attached_listeners.append(priors.study_attached)
         follower = StudyFollower(engine, [lambda uids: fill_studies(engine, archive.blobs, uids), study_linker], every_look=[priors.new_orders])
         return cls(
@@ -165,6 +167,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             *profile_api.routes,  # StructureDefinition, $validate
             *purge_api.routes,  # Patient/$purge (retention)
             *reconcile_api.routes,  # imaging studies waiting for their patient
+            *rendered.routes,  # DICOMweb rendered images and thumbnails
             *stow.routes, *wado.routes, *wado_uri.routes,  # DICOMweb store and retrieve, WADO-URI
             *qido.routes,  # QIDO-RS: /dicomweb/studies, /series, /instances
             *fhir_api.routes,

@@ -491,23 +491,28 @@ def _serve(settings: Settings) -> None:
     dimse = _start_dimse(settings)
     from granian import Granian
 
+    from expediente.dicom.background import start_follower, stop_follower
     from expediente.security.tls import granian_options
 
-    Granian(
-        "expediente.app:app_factory",
-        factory=True,
-        address=settings.host,
-        port=settings.port,
-        interface="asgi",
-        workers=settings.workers,
-        loop="uvloop",
-        log_enabled=True,
-        log_dictconfig=server_log_config(settings.log_level),
-        workers_kill_timeout=20,
-        **granian_options(settings),
-    ).serve()
-    if dimse is not None:
-        dimse.stop()
+    follower = start_follower(settings)  # imaging: metadata, ImagingStudy, priors (one process)
+    try:
+        Granian(
+            "expediente.app:app_factory",
+            factory=True,
+            address=settings.host,
+            port=settings.port,
+            interface="asgi",
+            workers=settings.workers,
+            loop="uvloop",
+            log_enabled=True,
+            log_dictconfig=server_log_config(settings.log_level),
+            workers_kill_timeout=20,
+            **granian_options(settings),
+        ).serve()
+    finally:
+        stop_follower(follower)
+        if dimse is not None:
+            dimse.stop()
 
 
 def _start_dimse(settings: Settings):

@@ -479,3 +479,17 @@ dicom_reconcile = sa.Table(
     sa.Column("resolved_by", sa.String(128), nullable=True),
     sa.Index(None, "status", "created"),
 )
+
+# Rendered thumbnails, kept so a prior's preview is served without decoding: keyed by the
+# instance file's SHA-256 (dicom_instance.blob_key), the frame, the box size and the media
+# type; the image itself is a blob (encrypted at rest like the instance).
+dicom_thumbnail = sa.Table(
+    "dicom_thumbnail",
+    metadata,
+    sa.Column("instance_key", sa.String(64), primary_key=True),
+    sa.Column("frame", sa.Integer, primary_key=True),
+    sa.Column("size", sa.Integer, primary_key=True),
+    sa.Column("media_type", sa.String(16), primary_key=True),
+    sa.Column("blob_key", sa.String(64), nullable=False),
+    sa.Column("created", TS, nullable=False),
+)

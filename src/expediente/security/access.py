@@ -166,6 +166,19 @@ class AccessGate:
             raise _error(decision, access)
 
     @_timed
+    def record_all(self, grant: Grant, accesses: list[tuple[Access, tuple[str, ...]]], *, source=None) -> None:
+        """Record several allowed accesses decided under ``grant``, one entry each, in one
+        commit; raise 503 when they cannot be stored."""
+        entries = [self._entry(grant.principal, a, decide(grant.principal, a, grant.emergency), source, e) for a, e in accesses]
+        start = time.perf_counter()
+        try:
+            self._audit.record_many(entries)
+        except AuditUnavailable:
+            raise _unrecorded() from None
+        finally:
+            _AUDIT_CLOCK.add(time.perf_counter() - start)
+
+    @_timed
     def authorize(self, principal: Principal, access: Access, *, source: str | None = None, emergency: str | None = None) -> None:
         """Decide and record one access whose row visibility is known; raise when denied."""
         decision = decide(principal, access, emergency)

@@ -75,6 +75,16 @@ class AuditWriter:
         except Exception as exc:  # noqa: BLE001 - any failure to record refuses the access
             raise AuditUnavailable(str(exc)) from exc
 
+    def record_many(self, entries: list[AuditEntry]) -> None:
+        """Append several entries in one commit (a STOW-RS request's instances)."""
+        rows = [e.row() for e in entries]
+        if not rows:
+            return
+        try:
+            self._committer.run(lambda conn: insert_rows(conn, audit_log, rows), timeout=self._timeout)
+        except Exception as exc:  # noqa: BLE001 - any failure to record refuses the access
+            raise AuditUnavailable(str(exc)) from exc
+
     @staticmethod
     def record_in(conn: sa.Connection, entries: list[AuditEntry]) -> None:
         """Append entries inside the caller's transaction (used by writes)."""

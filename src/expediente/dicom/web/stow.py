@@ -77,6 +77,7 @@ class StowSession:
         self._refused: Refused | None = None
         self._head = bytearray()
         self._patients: dict[str, str | None] = {}
+        self._unaudited: list[tuple[Access, tuple[str, ...]]] = []
         self.outcomes: list[_Outcome] = []
 
     def handle(self, events) -> None:
@@ -129,12 +130,19 @@ class StowSession:
         if study not in self._patients:
             self._patients[study] = study_patients(self._archive, [study]).get(study)
         access = Access("create", RES_TYPE, study, self._patients[study])
-        self._gate.record(self._grant, access, source=self._source, entities=(f"{RES_TYPE}/{study}",))
+        self._unaudited.append((access, (f"{RES_TYPE}/{study}",)))
+
+    def record_audit(self) -> None:
+        """One entry per stored instance, committed together before the request is answered
+        (one commit per request instead of one per instance)."""
+        pending, self._unaudited = self._unaudited, []
+        self._gate.record_all(self._grant, pending, source=self._source)
 
     def abort(self) -> None:
         if self._receipt is not None:
             self._receipt.abort()
             self._receipt = None
+        self.record_audit()  # what was stored before the failure is in the trail all the same
 
 
 def _uids_of(head: bytes) -> tuple[str, str]:
@@ -206,6 +214,7 @@ async def store(request: Request) -> Response:
             if events := reader.feed(chunk):
                 await run_in_threadpool(session.handle, events)
         reader.close()
+        await run_in_threadpool(session.record_audit)
     except MalformedMultipart as exc:
         await run_in_threadpool(session.abort)
         raise FhirError.of(400, f"Cuerpo multipart inválido: {exc}", "invalid") from None

@@ -10,8 +10,6 @@ its study; a study the caller may not see answers exactly like a missing one (40
 
 from __future__ import annotations
 
-import logging
-
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -25,8 +23,6 @@ from expediente.dicom.web.multipart import MultipartWriter, media_params, split_
 from expediente.dicom.web.negotiate import NATIVE, frame_form, instance_form, not_acceptable, parse_accept
 from expediente.dicom.web.stow import DICOM_JSON, checked_uid, dicomweb_base
 from expediente.fhir.errors import FhirError
-
-log = logging.getLogger("expediente.dicom")
 
 CHUNK = 1024 * 1024
 PIXEL_DATA = 0x7FE00010

@@ -75,13 +75,16 @@ async def _rendered(request: Request, archive, ref, render, media: str) -> Respo
     center, width = _number(request, "windowCenter"), _number(request, "windowWidth")
     rows, columns = _number(request, "rows"), _number(request, "columns")
     window = (center, width) if center is not None and width is not None else None
-    size = (int(rows) if rows else None, int(columns) if columns else None) if rows or columns else None
+    # rows/columns bound the answer: the image is fitted into that viewport (width, height).
+    size = (int(columns or rows), int(rows or columns)) if rows or columns else None
 
     def run() -> bytes:
+        from expediente.dicom.render import RenderError
+
         try:
             return render(archive.read(ref), frame=frame, content_type=media, window=window, size=size)
-        except ValueError as exc:
-            raise FhirError.of(400, f"No se pudo generar la imagen: {exc}", "processing") from None
+        except RenderError as exc:
+            raise FhirError.of(exc.status, exc.reason, "processing") from None
 
     return Response(await run_in_threadpool(run), media_type=media)
 
