@@ -19,10 +19,10 @@ from dicom_samples import ct_slice
 from expediente.app import Services
 from expediente.config import Settings
 from expediente.db.migrate import upgrade
-from expediente.db.schema import dicom_instance, dicom_series, dicom_study
+from expediente.db.schema import dicom_instance, dicom_series, dicom_study, dicom_study_name
 from expediente.dicom.archive import EVERYTHING, Scope
 from expediente.dicom.ingest import Origin
-from expediente.dicom.names import normalized_name
+from expediente.dicom.names import name_tokens, normalized_name
 from expediente.dicom.query import QueryError, plan
 
 IMSS, ISSSTE = "DFIMS000011", "DFSSA003442"
@@ -221,7 +221,7 @@ def _write_world(engine: sa.Engine, world) -> list[dict]:
     at = datetime(2026, 12, 1)
     rows = []
     with engine.begin() as conn:
-        for table in (dicom_instance, dicom_series, dicom_study):
+        for table in (dicom_instance, dicom_series, dicom_study, dicom_study_name):
             conn.execute(table.delete())
         for n, (name, pid, date, inst, acc, mods) in enumerate(world):
             uid = f"2.25.{n}"
@@ -229,6 +229,8 @@ def _write_world(engine: sa.Engine, world) -> list[dict]:
                        study_time=f"{n:02d}0000", accession_number=acc, institution=inst, modalities="\\".join(dict.fromkeys(mods)),
                        series_count=len(mods), instance_count=len(mods), received=at, updated=at)
             conn.execute(dicom_study.insert().values(**row))
+            for token in name_tokens(row["patient_name_norm"]):
+                conn.execute(dicom_study_name.insert().values(token=token, study_uid=uid))
             for k, mod in enumerate(mods):
                 conn.execute(dicom_series.insert().values(series_uid=f"{uid}.{k}", study_uid=uid, modality=mod, series_number=k, instance_count=1))
             rows.append({**row, "mods": mods})
@@ -274,3 +276,18 @@ def test_study_search_agrees_with_an_oracle(bare, world, keys, institution, fuzz
     for g in got:
         assert g["PatientName"] == by_uid[g["StudyInstanceUID"]]["patient_name"]
         assert g["NumberOfStudyRelatedSeries"] == len(by_uid[g["StudyInstanceUID"]]["mods"])
+
+
+def test_keys_as_pydicom_holds_them(archive):
+    """The C-FIND provider may pass a Dataset's values as they are (PersonName, MultiValue)."""
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    ds.PatientName = "HERNANDEZ*"
+    ds.StudyInstanceUID = ["1.2.1", "1.2.4"]
+    item = Dataset()
+    item.CodeValue = "X"
+    rows = archive.find("STUDY", {"PatientName": ds.PatientName, "StudyInstanceUID": ds.StudyInstanceUID, "StudyDate": None,
+                                  "ProcedureCodeSequence": [item]}, scope=EVERYTHING)
+    assert [r["StudyInstanceUID"] for r in rows] == ["1.2.1", "1.2.4"] and rows[0]["ProcedureCodeSequence"] == []
+    assert plan("sqlite", "STUDY", {"ProcedureCodeSequence": [item]}, scope=EVERYTHING).ignored == ["ProcedureCodeSequence"]

@@ -465,6 +465,16 @@ dicom_instance = sa.Table(
     sa.Index(None, "study_uid"),
 )
 
+# Each word of a study's normalized patient name (dicom.names.name_tokens), so a fuzzy name
+# search (QIDO fuzzymatching, any component's prefix) is an index range, not a table scan.
+dicom_study_name = sa.Table(
+    "dicom_study_name",
+    metadata,
+    # Byte order on PostgreSQL too: LIKE 'prefix%' then walks the primary key.
+    sa.Column("token", sa.String(64).with_variant(sa.String(64, collation="C"), "postgresql"), primary_key=True),
+    sa.Column("study_uid", UID, primary_key=True),
+)
+
 # Studies that could not be attached to a patient with certainty: they wait here for a person
 # to reconcile them, never attached silently to the wrong record.
 dicom_reconcile = sa.Table(

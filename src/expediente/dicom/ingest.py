@@ -24,10 +24,10 @@ import sqlalchemy as sa
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
 from expediente.db.engine import write_transaction
-from expediente.db.schema import dicom_instance, dicom_series, dicom_study
+from expediente.db.schema import dicom_instance, dicom_series, dicom_study, dicom_study_name
 from expediente.dicom.parse import Header, NotDicom, parse_header, valid_uid
 from expediente.dicom.status import CANNOT_UNDERSTAND, DATASET_MISMATCH, OUT_OF_RESOURCES, SUCCESS
-from expediente.dicom.names import normalized_name
+from expediente.dicom.names import name_tokens, normalized_name
 
 IMPLEMENTATION_VERSION = "EXPEDIENTE_01"
 _CHUNK = 1024 * 1024
@@ -323,7 +323,7 @@ def _insert_ignoring_conflict(conn: sa.Connection, table: sa.Table, values: dict
 def _upsert_study(conn: sa.Connection, header: Header, origin: Origin, at: datetime) -> bool:
     text = header.text
     name = text("PatientName")
-    return _insert_ignoring_conflict(
+    new = _insert_ignoring_conflict(
         conn,
         dicom_study,
         {
@@ -348,6 +348,9 @@ def _upsert_study(conn: sa.Connection, header: Header, origin: Origin, at: datet
             "updated": at,
         },
     )
+    if new and (tokens := name_tokens(normalized_name(name)[:324])):  # for fuzzy name search
+        conn.execute(dicom_study_name.insert(), [{"token": t, "study_uid": text("StudyInstanceUID")} for t in tokens])
+    return new
 
 
 def _upsert_series(conn: sa.Connection, header: Header) -> bool:

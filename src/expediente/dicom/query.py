@@ -36,7 +36,7 @@ import orjson
 import sqlalchemy as sa
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
-from expediente.db.schema import dicom_instance, dicom_series, dicom_study
+from expediente.db.schema import dicom_instance, dicom_series, dicom_study, dicom_study_name
 from expediente.dicom.names import normalized_name
 
 LEVELS = {"PATIENT": 0, "STUDY": 1, "SERIES": 2, "IMAGE": 3}
@@ -62,7 +62,7 @@ def _a(keyword: str, level: int, column, kind: str = "text") -> tuple[str, Attr]
     return keyword, Attr(keyword, level, column, kind)
 
 
-S, R, I = dicom_study.c, dicom_series.c, dicom_instance.c
+S, R, I, N = dicom_study.c, dicom_series.c, dicom_instance.c, dicom_study_name.c
 ATTRS: dict[str, Attr] = dict(
     [
         _a("PatientID", PATIENT, S.patient_id),
@@ -167,6 +167,7 @@ def plan(dialect: str, level: str, keys: dict, *, scope, limit: int | None = Non
     for keyword, value in keys.items():
         if keyword in _CONTROL:
             continue
+        value = _as_key(keyword, value)
         attr = ATTRS.get(keyword)
         if attr is None:
             if tag_for_keyword(keyword) is None:
@@ -187,7 +188,7 @@ def plan(dialect: str, level: str, keys: dict, *, scope, limit: int | None = Non
             continue
         wanted.append(keyword)
         if not isinstance(value, str):
-            raise QueryError(f"El valor de {keyword} debe ser texto")
+            raise QueryError(f"El valor de {keyword} debe ser texto, no una secuencia")
         if value and (cond := match.attr(attr, value)) is not None:
             conditions.append(cond)
         elif value and attr.kind == "count":
@@ -200,11 +201,33 @@ def plan(dialect: str, level: str, keys: dict, *, scope, limit: int | None = Non
     return _statement(lv, wanted, extra_keys, conditions, ignored, limit, offset)
 
 
+def _as_key(keyword: str, value):
+    """A key as C-FIND callers hand it: a str, or what pydicom holds (PersonName, MultiValue,
+    numbers, None), or for a sequence a list of dicts/Datasets. Text comes out as one string,
+    multiple values backslash-joined; sequences stay lists."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        items = list(value)
+        if _is_sequence(keyword) or any(not isinstance(v, str | int | float) and hasattr(v, "keys") for v in items):
+            return items
+        return "\\".join(str(v) for v in items)
+    return str(value)
+
+
 def _has_value(value) -> bool:
     if isinstance(value, str):
         return bool(value)
     if isinstance(value, list):
-        return any(_has_value(v) for item in value if isinstance(item, dict) for v in item.values())
+        for item in value:
+            if isinstance(item, dict):
+                if any(_has_value(v) for v in item.values()):
+                    return True
+            elif hasattr(item, "values") and any(str(e.value) for e in item.values()):  # a pydicom Dataset
+                return True
+        return False
     return value is not None
 
 
@@ -357,20 +380,12 @@ class _Matcher:
 
     def fuzzy_name(self, value: str) -> sa.ColumnElement[bool] | None:
         """Every word of the value is the start of a word of the name (any component, any
-        order), accents and case ignored: the way Spanish names with two surnames are typed."""
-        words = [w for w in re.split(r"[\s^,*?=]+", normalized_name(value.replace("^", " "))) if w]
+        order), accents and case ignored: the way Spanish names with two surnames are typed.
+        Answered from the name-word table (dicom_study_name), one index range a word."""
+        words = [w for w in re.split(r"[\s^,*?=\-]+", normalized_name(value.replace("^", " "))) if w]
         if not words:
             return None
-        column = S.patient_name_norm
-        parts = []
-        for w in words:
-            if self.dialect == "sqlite":
-                w = w.replace("[", "[[]")
-                options = [column.op("GLOB")(f"{w}*"), column.op("GLOB")(f"* {w}*"), column.op("GLOB")(f"*^{w}*"), column.op("GLOB")(f"*-{w}*")]
-            else:
-                w = w.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-                options = [column.like(f"{w}%", escape="\\"), column.like(f"% {w}%", escape="\\"), column.like(f"%^{w}%", escape="\\"), column.like(f"%-{w}%", escape="\\")]
-            parts.append(sa.or_(*options))
+        parts = [S.study_uid.in_(sa.select(N.study_uid).where(self.pattern(N.token, w[:64] + "*"))) for w in dict.fromkeys(words)]
         return sa.and_(*parts)
 
 

@@ -12,6 +12,7 @@ both). A result cut at the server's maximum, or a key the index cannot match, is
 
 from __future__ import annotations
 
+import functools
 import re
 
 import orjson
@@ -118,17 +119,25 @@ def _integer(params, name: str, default: int) -> int:
     return int(raw)
 
 
+@functools.lru_cache(maxsize=4096)
+def _element(keyword: str) -> tuple[str, str] | None:
+    """(tag as 8 hex digits, VR) of a keyword: looked up once, not per answer."""
+    tag = tag_for_keyword(keyword)
+    return None if tag is None else (f"{tag:08X}", _vr(keyword))
+
+
 def to_json(row: dict, base: str, level: str) -> dict:
     """One answer in DICOM JSON (PS3.18 F.2), attributes in tag order."""
     out: dict[str, dict] = {}
     for keyword, value in row.items():
-        tag = tag_for_keyword(keyword)
-        if tag is None:
+        known = _element(keyword)
+        if known is None:
             continue
-        vr = _vr(keyword)
+        tag, vr = known
         element: dict = {"vr": vr}
         if vr == "SQ":
-            element["Value"] = [] if not value else value
+            if value:  # an empty sequence has no Value (PS3.18 F.2.5)
+                element["Value"] = value
         elif value not in (None, ""):
             if vr == "PN":
                 element["Value"] = [{"Alphabetic": value}]
@@ -138,7 +147,7 @@ def to_json(row: dict, base: str, level: str) -> dict:
                     element["Value"] = numbers
             else:
                 element["Value"] = str(value).split("\\")
-        out[f"{tag:08X}"] = element
+        out[tag] = element
     url = f"{base}/studies/{row['StudyInstanceUID']}"
     if level in ("SERIES", "IMAGE"):
         url += f"/series/{row['SeriesInstanceUID']}"
