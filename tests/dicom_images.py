@@ -38,6 +38,8 @@ def image(kind: str = "mono16", rows: int = 48, columns: int = 40, frames: int =
     ds = Dataset()
     ds.SOPClassUID = SecondaryCaptureImageStorage
     ds.SOPInstanceUID = generate_uid()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.StudyInstanceUID = tags.pop("study_uid", None) or generate_uid()
     ds.SeriesInstanceUID = tags.pop("series_uid", None) or generate_uid()
     ds.PatientID = tags.pop("patient_id", "MRN-IMG")
@@ -62,10 +64,6 @@ def image(kind: str = "mono16", rows: int = 48, columns: int = 40, frames: int =
     for key, value in tags.items():
         setattr(ds, key, value)
     ds.PixelData = arr.tobytes()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
+    ds.save_as(out, enforce_file_format=True)  # the media storage UIDs come from the data set
     return out.getvalue()

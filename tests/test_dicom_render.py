@@ -78,8 +78,9 @@ def test_a_ct_is_rescaled_then_windowed_exactly():
 def test_without_a_window_the_frame_spans_black_to_white():
     arr = pixels("mono16")
     png = _gray(render(image("mono16"), content_type="image/png"))
-    assert png.min() == 0 and png.max() == 255
-    assert np.array_equal(np.argsort(arr.ravel(), kind="stable")[:1], np.argsort(png.ravel(), kind="stable")[:1])
+    assert (png[arr == arr.min()] == 0).all() and (png[arr == arr.max()] == 255).all()
+    expected = np.clip(np.rint([_oracle(v, (arr.min() + arr.max()) / 2, float(arr.max() - arr.min()), "LINEAR_EXACT") for v in arr.ravel().astype(float)]), 0, 255)
+    assert np.array_equal(png.ravel(), expected)
 
 
 def test_monochrome1_is_inverted():
@@ -175,6 +176,9 @@ def test_rendered_routes_answer_images(client, auth, services):
     assert whole.status_code == 200 and whole.headers["content-type"].startswith('multipart/related; type="image/jpeg"')
     assert whole.content.count(b"\xff\xd8\xff") == 3  # one JPEG per instance
     assert client.get(f"/dicomweb/studies/{study}/rendered", headers=auth).content.count(b"Content-Location: ") == 3
+    png = client.get(f"/dicomweb/studies/{study}/rendered", headers={**auth, "Accept": 'multipart/related; type="image/png"'})
+    assert png.status_code == 200 and png.headers["content-type"].startswith('multipart/related; type="image/png"')
+    assert png.content.count(b"\x89PNG") == 3
 
 
 def test_bad_parameters_are_a_spanish_400_or_406(client, auth, services):
@@ -201,12 +205,12 @@ def test_without_a_token_401_and_out_of_scope_an_audited_404(client, auth, servi
     for path in [*paths, f"/dicomweb/studies/{unreconciled}/thumbnail"]:
         r = client.get(path, headers=physician)
         assert r.status_code == 404, path
-        assert auth and client.get(path, headers=auth).status_code == 200
+        assert client.get(path, headers=auth).status_code == 200  # the institution's system sees it
     with services.engine.connect() as conn:
         entries = conn.execute(sa.select(audit_log.c.res_id, audit_log.c.outcome, audit_log.c.patient_key).where(audit_log.c.res_type == "ImagingStudy", audit_log.c.action == "read")).all()
     assert {(study, "denied"), (study, "allowed"), (unreconciled, "denied")} <= {(e.res_id, e.outcome) for e in entries}
     assert any(e.res_id == study and e.outcome == "allowed" and e.patient_key for e in entries)
-    assert client.get(f"/dicomweb/studies/1.2.3.999/rendered", headers=auth).status_code == 404
+    assert client.get("/dicomweb/studies/1.2.3.999/rendered", headers=auth).status_code == 404
 
 
 def test_thumbnails_show_the_middle_instance_and_are_kept(client, auth, services):
@@ -247,3 +251,48 @@ def test_a_new_study_makes_the_priors_thumbnails(client, auth, services, monkeyp
     monkeypatch.setattr(module, "thumbnail", no_decoding)
     r = client.get(f"/dicomweb/studies/{prior}/thumbnail", headers=auth)
     assert r.status_code == 200 and _decode(r.content).size == (128, 128)
+
+
+def test_a_new_order_makes_the_priors_thumbnails(client, auth, services):
+    patient = client.post("/fhir/Patient", json=mx_patient(**LUPE), headers=auth).json()["id"]
+    prior, _, sops = _series(services, n=2, patient_id=LUPE_CURP, name="Hernández Cruz^María Guadalupe", birth="19791203")
+    middle = services.archive.instances(study_uid=prior, sop_uid=sops[0])[0]  # the first of two
+    with services.engine.begin() as conn:
+        conn.execute(dicom_thumbnail.delete())
+    services.follower.catch_up()  # the first look only starts watching orders
+    order = {"resourceType": "ServiceRequest", "status": "active", "intent": "order", "code": {"text": "TAC de control"}, "subject": {"reference": f"Patient/{patient}"}}
+    assert client.post("/fhir/ServiceRequest", json=order, headers=auth).status_code == 201
+    assert not Thumbnails(services.archive).is_cached(middle)
+    services.follower.catch_up()
+    assert Thumbnails(services.archive).is_cached(middle)
+
+
+def test_a_frame_of_a_multi_frame_instance_is_read_alone(client, auth, services):
+    from pydicom.dataset import Dataset
+
+    from expediente.dicom.thumbnails import frame_source
+
+    data = image("mono16", rows=48, columns=40, frames=4, seed=7)
+    stored = _store(services, data)
+    services.follower.catch_up()
+    ref = services.archive.instances(study_uid=stored.study_uid)[0]
+    source, number = frame_source(services.archive, ref, 3)
+    assert isinstance(source, Dataset) and number == 1 and len(source.PixelData) == 48 * 40 * 2  # one frame's bytes
+    path = f"/dicomweb/studies/{ref.study_uid}/series/{ref.series_uid}/instances/{ref.sop_instance_uid}/frames/3/rendered?window=2000,4000"
+    r = client.get(path, headers={**auth, "Accept": "image/png"})
+    assert r.status_code == 200
+    assert np.array_equal(_gray(r.content), _gray(render(data, frame=3, content_type="image/png", window=(2000, 4000))))
+    both = client.get(path.replace("/frames/3/", "/frames/2,3/"), headers=auth)
+    assert both.status_code == 200 and both.content.count(b"\xff\xd8\xff") == 2
+    thumb = client.get(path.replace("/frames/3/rendered?window=2000,4000", "/thumbnail"), headers={**auth, "Accept": "image/png"})
+    assert np.array_equal(_gray(thumb.content), _gray(thumbnail(data, content_type="image/png")))  # middle frame: 2 of 4
+
+
+def test_a_frame_too_large_to_preview_is_refused_before_decoding():
+    ds = pydicom.dcmread(io.BytesIO(image("mono16")))
+    ds.Rows = ds.Columns = 9000
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    with pytest.raises(RenderError) as big:
+        render(out.getvalue())
+    assert big.value.status == 422 and "grande" in big.value.reason

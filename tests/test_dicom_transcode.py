@@ -9,7 +9,8 @@ import warnings
 import numpy as np
 import pydicom
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, strategies as st
+from hypothesis import settings as examples
 from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless, RLELossless
 
@@ -139,7 +140,7 @@ def test_frames_of_a_compressed_source_in_its_own_syntax_are_its_fragments():
     assert frames == list(pydicom.encaps.generate_frames(_dataset(compressed).PixelData, number_of_frames=3))
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@examples(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     rows=st.integers(32, 48),
     columns=st.integers(32, 48),
@@ -159,3 +160,14 @@ def test_random_images_round_trip_exactly(rows, columns, bits, signed, seed, tar
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
     assert np.array_equal(_array(transcode(out.getvalue(), target)), arr)
+
+
+def test_an_image_that_would_decode_too_large_is_refused_before_decoding():
+    ds = _dataset(image("mono16"))
+    ds.Rows = ds.Columns = 65535
+    ds.NumberOfFrames = 2
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    with pytest.raises(TranscodeError) as big:
+        transcode(out.getvalue(), JPEGLSLossless)
+    assert "2 GiB" in big.value.reason

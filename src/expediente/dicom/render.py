@@ -23,6 +23,7 @@ from pydicom.uid import UID
 MEDIA_TYPES = ("image/jpeg", "image/png")
 FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
 THUMBNAIL_SIZE = 128
+MAX_FRAME_PIXELS = 8192 * 8192  # a decoded frame larger than this is refused, not allocated
 
 
 class RenderError(Exception):
@@ -55,7 +56,12 @@ def _to_byte(values: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(values), 0, 255).astype(np.uint8)
 
 
-def _read(part10: bytes) -> Dataset:
+def _read(part10: bytes | Dataset) -> Dataset:
+    if isinstance(part10, Dataset):
+        ds = part10
+        if "PixelData" not in ds:
+            raise RenderError("La instancia no contiene una imagen (no tiene Pixel Data)", 400)
+        return ds
     try:
         ds = pydicom.dcmread(io.BytesIO(part10))
     except Exception as exc:  # noqa: BLE001 - any parse failure is the same answer
@@ -167,14 +173,15 @@ def _encode(image: Image.Image, content_type: str, quality: int) -> bytes:
 
 
 def render(
-    part10: bytes,
+    part10: bytes | Dataset,
     frame: int = 1,
     content_type: str = "image/jpeg",
     window: tuple | None = None,
     size: tuple[int, int] | None = None,
     quality: int = 90,
 ) -> bytes:
-    """One frame (1-based) as ``content_type``. ``window``: (center, width[, function]) in
+    """One frame (1-based) as ``content_type``; ``part10`` is the file or a dataset read from it
+    (e.g. ``frame_dataset``: the header and one frame's bytes). ``window``: (center, width[, function]) in
     modality units (function LINEAR | LINEAR_EXACT | SIGMOID); ``size``: the viewport
     (width, height) the image is fitted into, aspect kept."""
     if content_type not in MEDIA_TYPES:
@@ -186,6 +193,8 @@ def render(
     ds = _read(part10)
     if not 1 <= frame <= (count := frame_count(ds)):
         raise RenderError(f"La instancia tiene {count} cuadro(s); no existe el cuadro {frame}", 404)
+    if int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0) > MAX_FRAME_PIXELS:
+        raise RenderError("La imagen es demasiado grande para mostrarla como vista previa", 422)
     arr = _decode(ds, frame)
     color = int(ds.get("SamplesPerPixel", 1) or 1) > 1 or ds.get("PhotometricInterpretation") == "PALETTE COLOR"
     if color:
@@ -199,12 +208,35 @@ def render(
     return _encode(image, content_type, quality)
 
 
-def thumbnail(part10: bytes, size: int = THUMBNAIL_SIZE, content_type: str = "image/jpeg", frame: int | None = None) -> bytes:
+def thumbnail(part10: bytes | Dataset, size: int = THUMBNAIL_SIZE, content_type: str = "image/jpeg", frame: int | None = None) -> bytes:
     """A small preview fitted in ``size`` x ``size``: the middle frame unless one is named."""
     if frame is None:
-        ds = _read(part10)
-        frame = (frame_count(ds) + 1) // 2
+        part10 = _read(part10)
+        frame = (frame_count(part10) + 1) // 2
     return render(part10, frame=frame, content_type=content_type, size=(size, size), quality=80)
 
 
-__all__ = ["MEDIA_TYPES", "RenderError", "fit", "render", "thumbnail", "window_lut"]
+def frame_dataset(header: bytes, frame: int, read_range) -> Dataset | None:
+    """A native multi-frame instance reduced to one frame without reading the others:
+    ``header`` is the file up to the Pixel Data value (the index's pixel offset),
+    ``read_range(start, end)`` reads bytes of the file. None when the layout does not allow it
+    (bit-packed or encapsulated pixels): the caller renders from the whole file."""
+    ds = pydicom.dcmread(io.BytesIO(header), stop_before_pixels=True)
+    uid = UID(ds.file_meta.get("TransferSyntaxUID", ""))
+    if not uid or uid.is_compressed or not uid.is_little_endian or int(ds.get("BitsAllocated", 0) or 0) < 8:
+        return None
+    if not 1 <= frame <= (count := frame_count(ds)):
+        raise RenderError(f"La instancia tiene {count} cuadro(s); no existe el cuadro {frame}", 404)
+    length = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1) * int(ds.BitsAllocated) // 8
+    start = len(header) + (frame - 1) * length
+    ds.PixelData = read_range(start, start + length)
+    if len(ds.PixelData) != length:
+        raise RenderError("El archivo de la instancia está incompleto", 422)
+    ds["PixelData"].VR = "OB" if int(ds.BitsAllocated) == 8 else "OW"
+    if items := ds.get("PerFrameFunctionalGroupsSequence"):
+        ds.PerFrameFunctionalGroupsSequence = [items[frame - 1]] if len(items) >= frame else []
+    ds.NumberOfFrames = 1
+    return ds
+
+
+__all__ = ["MEDIA_TYPES", "RenderError", "fit", "frame_dataset", "render", "thumbnail", "window_lut"]

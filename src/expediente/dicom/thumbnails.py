@@ -16,18 +16,30 @@ import logging
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
+from pydicom.dataset import Dataset
 
 from expediente.blobs.local import BlobNotFound
 from expediente.db.engine import write_transaction
 from expediente.db.schema import dicom_series, dicom_thumbnail
 from expediente.dicom.archive import EVERYTHING, Archive, InstanceRef, Scope
-from expediente.dicom.render import THUMBNAIL_SIZE, thumbnail
+from expediente.dicom.render import THUMBNAIL_SIZE, frame_dataset, thumbnail
 
 log = logging.getLogger("expediente.dicom")
 
 
 def _is_image(ref: InstanceRef) -> bool:
     return ref.rows is not None and ref.pixel_offset is not None
+
+
+def frame_source(archive: Archive, ref: InstanceRef, frame: int) -> tuple[bytes | Dataset, int]:
+    """What to render ``frame`` of ``ref`` from, and the frame number in it: for a native
+    multi-frame instance the header and that frame's bytes only (a 300-frame enhanced CT is not
+    read whole for one frame), else the whole file."""
+    if ref.number_of_frames > 1 and ref.pixel_offset and ref.pixel_length not in (None, -1):
+        found = frame_dataset(archive.read(ref, 0, ref.pixel_offset), frame, lambda start, end: archive.read(ref, start, end))
+        if found is not None:
+            return found, 1
+    return archive.read(ref), frame
 
 
 def middle(refs: list[InstanceRef]) -> InstanceRef | None:
@@ -73,7 +85,8 @@ class Thumbnails:
                 return self.archive.blobs.get(cached)
             except BlobNotFound:
                 log.warning("thumbnail blob %s missing; rendering again", cached)
-        data = thumbnail(self.archive.read(ref), size=size, content_type=media_type, frame=frame)
+        source, number = frame_source(self.archive, ref, frame)
+        data = thumbnail(source, size=size, content_type=media_type, frame=number)
         blob = self.archive.blobs.put(data)
         try:
             with write_transaction(self.archive.engine) as conn:

@@ -44,6 +44,9 @@ FRAME_MEDIA_TYPES = {
 }
 
 
+MAX_DECODED_BYTES = 2 * 1024**3  # what one instance may decode to (a compressed bomb stops here)
+
+
 class TranscodeError(Exception):
     """A transcoding that cannot be done; ``reason`` is for the person who asked (Spanish)."""
 
@@ -99,6 +102,12 @@ def _check(source: UID, target: str) -> None:
 def _to_native(ds: Dataset, source: UID) -> None:
     """Pixel data to native little endian in place (keeping YBR as YBR: no color conversion,
     which would round)."""
+    try:
+        decoded = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1) * max(int(ds.BitsAllocated), 8) // 8 * int(ds.get("NumberOfFrames", 1) or 1)
+    except (AttributeError, TypeError, ValueError):
+        raise TranscodeError("La descripción de la imagen (filas, columnas, bits) está incompleta") from None
+    if decoded > MAX_DECODED_BYTES:
+        raise TranscodeError("La imagen descomprimida excedería 2 GiB; se entrega sin convertir")
     if source.is_compressed:
         ds.decompress(as_rgb=False, generate_instance_uid=False)
     elif not source.is_little_endian or ds.get("PhotometricInterpretation") == "YBR_FULL_422":

@@ -27,7 +27,7 @@ from starlette.routing import Route
 from expediente.db.schema import dicom_study
 from expediente.dicom.archive import InstanceRef
 from expediente.dicom.render import MEDIA_TYPES, THUMBNAIL_SIZE, RenderError, render
-from expediente.dicom.thumbnails import Thumbnails
+from expediente.dicom.thumbnails import Thumbnails, frame_source
 from expediente.dicom.web.access import imaging_grant, record_access
 from expediente.fhir.errors import FhirError
 
@@ -45,14 +45,18 @@ def _media_type(request: Request) -> str:
     ranked = []
     for part in raw.split(","):
         media, *params = [p.strip() for p in part.split(";")]
-        q = 1.0
+        media, q = media.lower(), 1.0
         for p in params:
             if p.startswith("q="):
                 try:
                     q = float(p[2:])
                 except ValueError:
                     q = 0.0
-        ranked.append((q, media.lower()))
+            elif p.lower().startswith("type=") and media == "multipart/related":
+                media = p[5:].strip('"').lower()  # multipart/related; type="image/jpeg"
+        if media == "multipart/related":
+            media = "image/jpeg"
+        ranked.append((q, media))
     for q, media in sorted(ranked, key=lambda r: -r[0]):
         if q <= 0:
             continue
@@ -171,10 +175,9 @@ async def rendered(request: Request) -> Response:
         archive = request.app.state.services.archive
         try:
             if frames is not None:
-                data = archive.read(refs[0])
-                images = [(render(data, f, media_type, window, viewport, quality), _location(request, refs[0], f)) for f in frames]
+                images = [(render(*frame_source(archive, refs[0], f), media_type, window, viewport, quality), _location(request, refs[0], f)) for f in frames]
             elif "instance" in request.path_params:
-                return Response(render(archive.read(refs[0]), 1, media_type, window, viewport, quality), media_type=media_type)
+                return Response(render(*frame_source(archive, refs[0], 1), media_type, window, viewport, quality), media_type=media_type)
             else:
                 images = [
                     (render(archive.read(ref), 1, media_type, window, viewport, quality), _location(request, ref))
