@@ -2,7 +2,7 @@
 
 The counterpart of ``_orthanc_fill.py`` for the 1,000,000-instance QIDO population: the same
 ``_dicom_data.population`` rows, written with sqlite3 into ``dicom_study``, ``dicom_series`` and
-``dicom_instance`` of a stopped server's database, exactly as ``dicom/ingest.py`` leaves them
+``dicom_instance`` (and the name words of ``dicom_study_name``) of a stopped server's database, exactly as ``dicom/ingest.py`` leaves them
 after storescu stored the instance (``check`` compares a fill with a real ingest of the same
 instances: no difference but the reception timestamps): the stored file is Expediente's own
 file meta (``ingest.file_preamble``, with the calling AE) followed by the dataset as sent, so
@@ -30,7 +30,7 @@ from _expediente import INSTITUTION
 from _peers import CALLING_AE
 
 from expediente.dicom.ingest import file_preamble
-from expediente.dicom.names import normalized_name
+from expediente.dicom.names import name_tokens, normalized_name
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -42,25 +42,27 @@ def _at() -> str:
     return datetime.now(UTC).replace(tzinfo=None).isoformat(sep=" ")
 
 
-def _rows(r: Row, at: str) -> tuple[tuple, tuple | None, tuple | None]:
+def _rows(r: Row, at: str) -> tuple[tuple, tuple | None, tuple | None, list[tuple]]:
     stored = file_preamble(CT_IMAGE_STORAGE, r.sop_uid, EXPLICIT_LE, CALLING_AE) + dataset_of(small_instance(r))
     instance = (
         r.sop_uid, r.series_uid, r.study_uid, CT_IMAGE_STORAGE, r.number, EXPLICIT_LE, hashlib.sha256(stored).hexdigest(),
         len(stored), len(stored) - PIXEL_BYTES, PIXEL_BYTES, 1, 8, 8, at, f"dimse:{CALLING_AE}", None, None,
     )  # fmt: skip
     if r.number != 1:
-        return instance, None, None
+        return instance, None, None, []
     study = (
         r.study_uid, r.patient_id, "", r.name, normalized_name(r.name), r.birth, r.sex, r.study_date, r.study_time, r.accession,
         r.study_id, r.description, "", r.modality, INSTITUTION, 1, 10, None, None, at, at, None,
     )  # fmt: skip
     series = (r.series_uid, r.study_uid, r.modality, 1, "", "", "", 10)
-    return instance, study, series
+    words = [(t, r.study_uid) for t in name_tokens(normalized_name(r.name))]  # fuzzy name search
+    return instance, study, series, words
 
 
 _INSERT = {
     "dicom_instance": "INSERT INTO dicom_instance (sop_instance_uid, series_uid, study_uid, sop_class_uid, instance_number, transfer_syntax, blob_key, size, pixel_offset, pixel_length, frames, rows, columns, received, origin, metadata, extra) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
     "dicom_study": "INSERT INTO dicom_study (study_uid, patient_id, issuer, patient_name, patient_name_norm, patient_birth_date, patient_sex, study_date, study_time, accession_number, study_id, study_description, referring_physician, modalities, institution, series_count, instance_count, patient_key, imaging_study_id, received, updated, linked) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+    "dicom_study_name": "INSERT INTO dicom_study_name (token, study_uid) VALUES (?,?)",
     "dicom_series": "INSERT INTO dicom_series (series_uid, study_uid, modality, series_number, series_description, body_part, series_date, instance_count) VALUES (?,?,?,?,?,?,?,?)",
 }
 
@@ -76,14 +78,15 @@ def fill(data_dir: Path, rows: Iterable[Row], batch: int = 50_000, progress=None
 
     def flush() -> None:
         db.execute("BEGIN")
-        for table in ("dicom_study", "dicom_series", "dicom_instance"):
+        for table in ("dicom_study", "dicom_study_name", "dicom_series", "dicom_instance"):
             db.executemany(_INSERT[table], pending[table])
             pending[table].clear()
         db.execute("COMMIT")
 
     for n, r in enumerate(rows, 1):
-        instance, study, series = _rows(r, at)
+        instance, study, series, words = _rows(r, at)
         pending["dicom_instance"].append(instance)
+        pending["dicom_study_name"] += words
         if study is not None:
             pending["dicom_study"].append(study)
             pending["dicom_series"].append(series)
@@ -111,7 +114,7 @@ def check(real_dir: Path, scratch: Path, rows: Iterable[Row]) -> list[str]:
     dst = sqlite3.connect(scratch / "expediente.db")
     src.backup(dst)
     src.close()
-    for table in ("dicom_instance", "dicom_series", "dicom_study"):
+    for table in ("dicom_instance", "dicom_series", "dicom_study_name", "dicom_study"):
         dst.execute(f"DELETE FROM {table}")
     dst.commit()
     dst.close()
@@ -119,7 +122,7 @@ def check(real_dir: Path, scratch: Path, rows: Iterable[Row]) -> list[str]:
     real = sqlite3.connect(f"file:{real_dir / 'expediente.db'}?mode=ro", uri=True)
     filled = sqlite3.connect(scratch / "expediente.db")
     diffs = []
-    for table in ("dicom_study", "dicom_series", "dicom_instance"):
+    for table in ("dicom_study", "dicom_study_name", "dicom_series", "dicom_instance"):
         a, b = _table(real, table), _table(filled, table)
         if a != b:
             diffs.append(f"{table}: {len(a - b)} real rows not in the fill, e.g. {sorted(a - b)[:1]}; {len(b - a)} filled rows not real, e.g. {sorted(b - a)[:1]}")

@@ -86,13 +86,14 @@ def test_expediente_fill_rows_match_the_stored_file():
     from expediente.dicom.ingest import file_preamble
 
     row = next(iter(data.population(1)))
-    instance, study, series = _expediente_fill._rows(row, "2026-01-01 00:00:00")
+    instance, study, series, words = _expediente_fill._rows(row, "2026-01-01 00:00:00")
     stored = file_preamble(_expediente_fill.CT_IMAGE_STORAGE, row.sop_uid, _expediente_fill.EXPLICIT_LE, "BENCHSCU") + _dicomweb.dataset_of(data.small_instance(row))
     ds = pydicom.dcmread(io.BytesIO(stored))
     size, pixel_offset, pixel_length = instance[7], instance[8], instance[9]
     assert size == len(stored) and stored[pixel_offset - 12 : pixel_offset - 8] == b"\xe0\x7f\x10\x00"
     assert stored[pixel_offset : pixel_offset + pixel_length] == ds.PixelData
     assert study[0] == row.study_uid and study[4] == "munoz gomez^luis" and series[0] == row.series_uid
+    assert sorted(t for t, _uid in words) == ["gomez", "luis", "munoz"]
 
 
 def _multipart(parts: list[bytes], boundary: str = "b0undary") -> tuple[bytes, str]:
