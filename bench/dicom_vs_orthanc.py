@@ -305,10 +305,12 @@ def parse_args(argv=None):
     p.add_argument("--workers", type=int, default=2, help="expediente serve --workers")
     p.add_argument("--cache-dir", default="/tmp/expediente-bench-dicom")
     p.add_argument("--build-only", action="store_true", help="build the QIDO populations of --sizes and exit")
+    p.add_argument("--sides", default=",".join(SIDES), help="with --build-only: whose populations to build")
     p.add_argument("--report", metavar="RESULT_JSON", help="print the markdown table of a result and exit")
     args = p.parse_args(argv)
     args.phases = [x for x in args.phases.split(",") if x]
     args.sizes = [int(x) for x in args.sizes.split(",") if x]
+    args.sides = [x for x in args.sides.split(",") if x in SIDES]
     return args
 
 
@@ -322,7 +324,7 @@ def main(argv=None) -> int:
     if args.build_only:
         populations = Populations(Path(args.cache_dir), Archives(args), args.seed)
         for size in args.sizes:
-            for side in SIDES:
+            for side in args.sides:
                 populations.ready(side, size)
                 print(json.dumps({"side": side, "instances": size, "method": populations.method(side, size)}))
         return 0
