@@ -161,3 +161,16 @@ def test_report_table_states_each_target():
     assert "| 1,000,000 | 70.0 / 9.5 | patient_id 20/20 |" in text
     assert "Orthanc 1.10.1" in text
     assert "| yes |" in report(_result(ingest_speedup=2.0)).splitlines()[2]
+
+
+def test_expediente_fill_derived_metadata_equals_the_built_one():
+    pytest.importorskip("expediente.dicom.metadata")
+    import _expediente_fill
+
+    first = None
+    for row in data.population(20):  # two studies
+        derived = _expediente_fill._rows(row, "t", first)[0]
+        built = _expediente_fill._rows(row, "t", None)[0]
+        assert derived[15] == built[15] and row.sop_uid.encode() in derived[15]
+        if row.number == 1:
+            first = (row, built[15])
