@@ -55,6 +55,7 @@ import _expediente  # noqa: E402
 import _orthanc  # noqa: E402
 import _peers  # noqa: E402
 import _server  # noqa: E402
+from _dicom_populations import wait_idle  # noqa: E402
 from _dicom_report import report  # noqa: E402
 from _server import log  # noqa: E402
 
@@ -149,7 +150,9 @@ def phase_wado(args, archives: Archives, files: list[Path], blobs: list[bytes], 
         for side in SIDES:
             live[side] = archives.start(stack, side, work / f"wado-{side}")
             store(live[side], files, 4)
-        time.sleep(2.0)  # background work after ingest (Expediente's metadata follower) settles
+        # Background work after ingest (Expediente's study follower: metadata, links) finishes.
+        settled = {side: wait_idle(live[side]["pid"]) for side in SIDES}
+        log(f"wado: archives idle after {settled} s")
         for side in SIDES:
             client = live[side]["client"]
             size, body, seconds, _first, ctype = client.study(study, keep=True)
@@ -245,7 +248,9 @@ def phase_qido(args, archives: Archives, populations, work: Path) -> dict:
         errors = {side: 0 for side in SIDES}
         with ExitStack() as stack:
             live = {side: archives.start(stack, side, dirs[side]) for side in SIDES}
-            time.sleep(2.0)
+            # A restarted Expediente's follower first looks at every study: measure after it.
+            settled = {side: wait_idle(live[side]["pid"]) for side in SIDES}
+            log(f"qido {size}: archives idle after {settled} s")
             for rep in range(args.repeat):
                 for side in SIDES if rep % 2 == 0 else SIDES[::-1]:
                     lat, cnt, err = run_qido(live[side]["client"], kinds, args.qido_warmup)
@@ -257,7 +262,7 @@ def phase_qido(args, archives: Archives, populations, work: Path) -> dict:
             probe = {side: len(live[side]["client"].qido("/studies", ACCENTED_PROBE)[1]) for side in SIDES}
             for side in SIDES:
                 live[side]["client"].close()
-        res: dict = {"instances": size, "accented_name_probe": {"query": ACCENTED_PROBE, "studies_found": probe}, "studies": -(-size // data.INSTANCES_PER_STUDY), "population": {side: populations.method(side, size) for side in SIDES}}
+        res: dict = {"instances": size, "idle_wait_s": settled, "accented_name_probe": {"query": ACCENTED_PROBE, "studies_found": probe}, "studies": -(-size // data.INSTANCES_PER_STUDY), "population": {side: populations.method(side, size) for side in SIDES}}
         for side in SIDES:
             res[side] = {
                 "p95_ms": _median([s["p95_ms"] for s in samples[side]]),
