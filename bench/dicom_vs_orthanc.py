@@ -151,7 +151,7 @@ def phase_wado(args, archives: Archives, files: list[Path], blobs: list[bytes], 
             live[side] = archives.start(stack, side, work / f"wado-{side}")
             store(live[side], files, 4)
         # Background work after ingest (Expediente's study follower: metadata, links) finishes.
-        settled = {side: wait_idle(live[side]["pid"]) for side in SIDES}
+        settled = {side: wait_idle(live[side]["pid"], timeout_s=300) for side in SIDES}
         log(f"wado: archives idle after {settled} s")
         for side in SIDES:
             client = live[side]["client"]
@@ -249,7 +249,7 @@ def phase_qido(args, archives: Archives, populations, work: Path) -> dict:
         with ExitStack() as stack:
             live = {side: archives.start(stack, side, dirs[side]) for side in SIDES}
             # A restarted Expediente's follower first looks at every study: measure after it.
-            settled = {side: wait_idle(live[side]["pid"]) for side in SIDES}
+            settled = {side: wait_idle(live[side]["pid"], timeout_s=300) for side in SIDES}
             log(f"qido {size}: archives idle after {settled} s")
             for rep in range(args.repeat):
                 for side in SIDES if rep % 2 == 0 else SIDES[::-1]:
