@@ -94,7 +94,7 @@ class Populations:
             archive = self.archives.start(stack, side, directory)
             seconds = _peers.store(files, "127.0.0.1", archive["dicom_port"], archive["ae"], 4)
             if side == "expediente":
-                wait_idle(archive["pid"])  # its follower finishes the studies' metadata and links
+                caught_up(directory)  # its follower finishes the studies' metadata and links
         shutil.rmtree(files_dir, ignore_errors=True)
         return {"step": f"storescu real ingest of instances {start}..{end - 1}, 4 associations", "seconds": round(seconds, 1), "instances_per_s": round((end - start) / seconds, 1)}
 
@@ -179,16 +179,24 @@ def _value(dataset: dict, tag: str):
     return v.get("Alphabetic") if isinstance(v, dict) else v
 
 
-def wait_idle(pid: int, threshold_cores: float = 0.05, settle_s: float = 3.0, timeout_s: float = 1800.0) -> float:
-    """Wait until a server's process tree uses under ``threshold_cores`` for ``settle_s``."""
-    import _server
+def caught_up(data_dir: Path, timeout_s: float = 1800.0) -> float:
+    """Wait until Expediente's study follower has done what follows ingest: every instance's
+    metadata built, every study linked (or waiting for reconciliation). Seconds waited.
+    (Not "until its CPU is idle": it re-handles the studies of its last 5 s on every look.)"""
+    import sqlite3
 
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout_s:
-        meter = _server.CpuMeter(pid)
-        meter.start()
-        time.sleep(settle_s)
-        if (meter.stop()["server_cores"] or 0) < threshold_cores:
+        db = sqlite3.connect(f"file:{data_dir / 'expediente.db'}?mode=ro", uri=True, timeout=30)
+        try:
+            missing = db.execute("SELECT count(*) FROM dicom_instance WHERE metadata IS NULL").fetchone()[0]
+            unlinked = db.execute("SELECT count(*) FROM dicom_study WHERE linked IS NULL OR linked < updated").fetchone()[0]
+        except sqlite3.OperationalError:  # busy, or the schema not there yet
+            missing = unlinked = -1
+        finally:
+            db.close()
+        if missing == 0 and unlinked == 0:
             break
+        time.sleep(1.0)
     return round(time.monotonic() - t0, 1)
 

@@ -55,7 +55,7 @@ import _expediente  # noqa: E402
 import _orthanc  # noqa: E402
 import _peers  # noqa: E402
 import _server  # noqa: E402
-from _dicom_populations import wait_idle  # noqa: E402
+from _dicom_populations import caught_up  # noqa: E402
 from _dicom_report import report  # noqa: E402
 from _server import log  # noqa: E402
 
@@ -151,8 +151,8 @@ def phase_wado(args, archives: Archives, files: list[Path], blobs: list[bytes], 
             live[side] = archives.start(stack, side, work / f"wado-{side}")
             store(live[side], files, 4)
         # Background work after ingest (Expediente's study follower: metadata, links) finishes.
-        settled = {side: wait_idle(live[side]["pid"], timeout_s=300) for side in SIDES}
-        log(f"wado: archives idle after {settled} s")
+        settled = caught_up(work / "wado-expediente", timeout_s=300)
+        log(f"wado: Expediente's follower caught up after {settled} s")
         for side in SIDES:
             client = live[side]["client"]
             size, body, seconds, _first, ctype = client.study(study, keep=True)
@@ -248,9 +248,9 @@ def phase_qido(args, archives: Archives, populations, work: Path) -> dict:
         errors = {side: 0 for side in SIDES}
         with ExitStack() as stack:
             live = {side: archives.start(stack, side, dirs[side]) for side in SIDES}
-            # A restarted Expediente's follower first looks at every study: measure after it.
-            settled = {side: wait_idle(live[side]["pid"], timeout_s=300) for side in SIDES}
-            log(f"qido {size}: archives idle after {settled} s")
+            # Measured once Expediente's follower has nothing left to do (as after a real ingest).
+            settled = caught_up(dirs["expediente"], timeout_s=300)
+            log(f"qido {size}: Expediente's follower caught up after {settled} s")
             for rep in range(args.repeat):
                 for side in SIDES if rep % 2 == 0 else SIDES[::-1]:
                     lat, cnt, err = run_qido(live[side]["client"], kinds, args.qido_warmup)
