@@ -24,7 +24,6 @@ import pydicom
 import sqlalchemy as sa
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
-from expediente.blobs.base import BlobStoreError
 from expediente.db.engine import write_transaction
 from expediente.db.schema import dicom_instance, dicom_series, dicom_study, dicom_study_name
 from expediente.dicom.parse import Header, NotDicom, parse_header, valid_uid
