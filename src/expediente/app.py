@@ -82,7 +82,12 @@ class Services:
         priors = Priors(engine, archive.blobs)
         priors.preparers.append(Thumbnails(archive).prepare)  # the priors' previews
         study_linker.attached_listeners.append(priors.study_attached)
-        follower = StudyFollower(engine, [lambda uids: fill_studies(engine, archive.blobs, uids), study_linker], every_look=[priors.new_orders])
+        follower = StudyFollower(
+            engine,
+            [lambda uids: fill_studies(engine, archive.blobs, uids), study_linker],
+            every_look=[priors.new_orders],
+            settle=settings.dicom_settle_seconds,
+        )
         return cls(
             settings=settings,
             engine=engine,

@@ -133,6 +133,9 @@ class Settings:
     dicom_extra_tags: str = ""
     # Largest single instance accepted over DIMSE or STOW-RS.
     dicom_max_instance_bytes: int = 2 * 1024 * 1024 * 1024
+    # Seconds without a new instance before a study's metadata, ImagingStudy and priors are
+    # prepared (the work waits until the modality has finished sending).
+    dicom_settle_seconds: float = 2.0
     extra: dict = field(default_factory=dict)
 
     @property
@@ -177,6 +180,8 @@ def _coerce(value: str, current):
         return value.strip().lower() in {"1", "true", "yes", "on"}
     if isinstance(current, int):
         return int(value)
+    if isinstance(current, float):
+        return float(value)
     if isinstance(current, Path):
         return Path(value)
     return value

@@ -5,6 +5,11 @@ studies that changed since its last look to its handlers: build the instances' m
 create or update the FHIR ImagingStudy, prepare the priors. Instances may arrive through any
 process (DIMSE receivers, HTTP workers); the database is where they meet, so polling it is
 enough, and a handler that fails leaves the study for the next look.
+
+The thread waits for a study to settle (no instance for ``settle`` seconds) before handing it
+on: a study still arriving would have its metadata built while its instances are received,
+taking the CPU and the index's write lock from the receivers, and handled again at each look.
+An explicit ``catch_up()`` (tests, the command line) hands on everything at once.
 """
 
 from __future__ import annotations
@@ -24,9 +29,17 @@ Handler = Callable[[list[str]], object]
 
 
 class StudyFollower:
-    def __init__(self, engine: sa.Engine, handlers: list[Handler], interval: float = 1.0, every_look: list[Callable[[], object]] | None = None):
+    def __init__(
+        self,
+        engine: sa.Engine,
+        handlers: list[Handler],
+        interval: float = 1.0,
+        every_look: list[Callable[[], object]] | None = None,
+        settle: float = 0.0,
+    ):
         self._engine = engine
         self._handlers = handlers
+        self._settle = timedelta(seconds=settle)
         self._every_look = every_look or []  # e.g. new orders: their patients' priors
         self._interval = interval
         self._since: datetime | None = None
@@ -43,20 +56,23 @@ class StudyFollower:
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             try:
-                self.catch_up()
+                self.catch_up(settled_only=True)
             except Exception:
                 log.exception("study follower failed; it retries on its next look")
 
-    def catch_up(self) -> list[str]:
-        """Handle every study changed since the last look (all studies on the first)."""
+    def catch_up(self, settled_only: bool = False) -> list[str]:
+        """Handle every study changed since the last look (all studies on the first); with
+        ``settled_only``, only those that received nothing in the last ``settle`` seconds."""
         with self._lock:
-            uids = self._look()
+            uids = self._look(_utcnow() - self._settle if settled_only else None)
             for task in self._every_look:
                 task()
             return uids
 
-    def _look(self) -> list[str]:
+    def _look(self, settled_before: datetime | None) -> list[str]:
         query = sa.select(dicom_study.c.study_uid, dicom_study.c.updated)
+        if settled_before is not None:  # the rest is looked at again once it settles
+            query = query.where(dicom_study.c.updated <= settled_before)
         if self._since is not None:
             # A little overlap: a transaction that committed late with an earlier timestamp.
             query = query.where(dicom_study.c.updated >= self._since - timedelta(seconds=5))
@@ -66,7 +82,7 @@ class StudyFollower:
             rows = conn.execute(query.order_by(dicom_study.c.updated)).all()
         if not rows:
             if self._since is None:  # nothing waiting: from now on, only what changes
-                self._since = datetime.now(UTC).replace(tzinfo=None)
+                self._since = settled_before or _utcnow()
             return []
         # The overlap brings back studies already handled at the same `updated`: skip those.
         uids = [r.study_uid for r in rows if self._handled.get(r.study_uid) != r.updated]
@@ -82,3 +98,7 @@ class StudyFollower:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
