@@ -131,11 +131,16 @@ class GroupCommitter:
 
     def run(self, job: Callable[[sa.Connection], T], timeout: float | None = None) -> T:
         """Run ``job`` in a committed transaction; its result, or the exception it raised."""
+        return self.submit(job).result(timeout)
+
+    def submit(self, job: Callable[[sa.Connection], T]) -> Future:
+        """Queue ``job`` without waiting: the future is done once its transaction committed
+        (or failed), so a caller can do other work meanwhile."""
         if self._closed:
             raise RuntimeError("group committer closed")
         done: Future = Future()
         self._queue.put((job, done))
-        return done.result(timeout)
+        return done
 
     def close(self) -> None:
         if not self._closed:

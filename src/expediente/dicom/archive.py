@@ -7,6 +7,7 @@ AE's institution for DIMSE, the access policy's row rule for DICOMweb.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -91,6 +92,20 @@ def instance_query(columns, *, study_uid: str, series_uid: str | None = None, so
     return query.order_by(dicom_instance.c.series_uid, dicom_instance.c.instance_number, dicom_instance.c.sop_instance_uid)
 
 
+@functools.cache
+def _unscoped_lookup(by_series: bool, by_sop: bool) -> sa.Select:
+    """The lookup of an unrestricted caller, built once with bound parameters: a viewer's
+    first request pays no statement building nor cache-key walk."""
+    query = instance_query(
+        (*_REF_COLUMNS, dicom_study.c.patient_key),
+        study_uid=sa.bindparam("b_study"),
+        series_uid=sa.bindparam("b_series") if by_series else None,
+        sop_uid=sa.bindparam("b_sop") if by_sop else None,
+        scope=EVERYTHING,
+    )
+    return query
+
+
 class Archive:
     def __init__(self, engine: sa.Engine, blobs, settings: Settings, reader: sa.Engine | None = None):
         self.engine = engine
@@ -134,6 +149,21 @@ class Archive:
         query = instance_query(_REF_COLUMNS, study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid, scope=scope)
         with self.reader.connect() as conn:
             return [InstanceRef(*row) for row in conn.execute(query)]
+
+    def lookup(self, *, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None, scope: Scope = EVERYTHING) -> tuple[list[InstanceRef], str | None]:
+        """``instances`` and the study's patient key (unscoped: what the audit trail records,
+        also when the scope hides the study), in one query when something is visible."""
+        params = {"b_study": study_uid, "b_series": series_uid, "b_sop": sop_uid}
+        if scope.where() is None:
+            query = _unscoped_lookup(series_uid is not None, sop_uid is not None)
+        else:
+            query = instance_query((*_REF_COLUMNS, dicom_study.c.patient_key), study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid, scope=scope)
+        with self.reader.connect() as conn:
+            rows = conn.execute(query, {k: v for k, v in params.items() if v is not None}).all()
+            if rows:
+                return [InstanceRef(*row[:-1]) for row in rows], rows[0][-1]
+            patient = conn.execute(sa.select(dicom_study.c.patient_key).where(dicom_study.c.study_uid == study_uid)).scalar()
+        return [], patient
 
     def read(self, ref: InstanceRef, start: int = 0, end: int | None = None) -> bytes:
         """The stored Part-10 bytes (or a byte range of them), exactly as received."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import sqlalchemy as sa
@@ -164,6 +165,29 @@ class AccessGate:
         self._record(self._entry(grant.principal, access, decision, source, entities))
         if not decision.allowed:
             raise _error(decision, access)
+
+    def record_pending(self, grant: Grant, access: Access, *, source=None, entities: tuple[str, ...] = ()) -> Callable[[], None]:
+        """``record``, split in two so the read can be done while its entry commits: the entry
+        is queued now, and the function returned waits for it (raising 503 when it could not
+        be stored, then 404 for a hidden row). Nothing read may be answered before it returns."""
+        decision = decide(grant.principal, access, grant.emergency)
+        try:
+            pending = self._audit.submit([self._entry(grant.principal, access, decision, source, entities)])
+        except AuditUnavailable:
+            raise _unrecorded() from None
+
+        def wait() -> None:
+            start = time.perf_counter()
+            try:
+                self._audit.wait(pending)
+            except AuditUnavailable:
+                raise _unrecorded() from None
+            finally:
+                AUDIT_SECONDS.inc(time.perf_counter() - start)
+            if not decision.allowed:
+                raise _error(decision, access)
+
+        return wait
 
     @_timed
     def record_all(self, grant: Grant, accesses: list[tuple[Access, tuple[str, ...]]], *, source=None) -> None:

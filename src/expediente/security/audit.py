@@ -11,6 +11,7 @@ chain is extended by its final flush, right before COMMIT.
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -69,19 +70,26 @@ class AuditWriter:
 
     def record(self, entry: AuditEntry) -> None:
         """Append one entry; returns once it is committed, raises AuditUnavailable otherwise."""
-        row = entry.row()
-        try:
-            self._committer.run(lambda conn: insert_rows(conn, audit_log, [row]), timeout=self._timeout)
-        except Exception as exc:  # noqa: BLE001 - any failure to record refuses the access
-            raise AuditUnavailable(str(exc)) from exc
+        self.wait(self.submit([entry]))
 
     def record_many(self, entries: list[AuditEntry]) -> None:
         """Append several entries in one commit (a STOW-RS request's instances)."""
+        if entries:
+            self.wait(self.submit(entries))
+
+    def submit(self, entries: list[AuditEntry]) -> Future:
+        """Start appending ``entries`` (one commit); ``wait`` on the result before the access
+        they record is answered."""
         rows = [e.row() for e in entries]
-        if not rows:
-            return
         try:
-            self._committer.run(lambda conn: insert_rows(conn, audit_log, rows), timeout=self._timeout)
+            return self._committer.submit(lambda conn: insert_rows(conn, audit_log, rows))
+        except Exception as exc:  # noqa: BLE001 - a closed writer cannot record
+            raise AuditUnavailable(str(exc)) from exc
+
+    def wait(self, pending: Future) -> None:
+        """Return once the entries are committed; AuditUnavailable when they could not be."""
+        try:
+            pending.result(self._timeout)
         except Exception as exc:  # noqa: BLE001 - any failure to record refuses the access
             raise AuditUnavailable(str(exc)) from exc
 

@@ -8,6 +8,8 @@ unrestricted (the institution's systems), never to a clinician by chance.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import sqlalchemy as sa
 from starlette.requests import Request
 
@@ -32,6 +34,15 @@ def imaging_grant(request: Request, action: str) -> tuple[Grant, Scope]:
         return sa.and_(study.c.patient_key.is_not(None), cond) if cond is not None else study.c.patient_key.is_not(None)
 
     return grant, Scope(condition=visible)
+
+
+def record_access_pending(request: Request, grant: Grant, action: str, study: str, patient_key: str | None, *, found: bool) -> Callable[[], None]:
+    """``record_access`` for one study, split: the entry is queued now and the function
+    returned waits for it (raising 503, or 404 when the study is not visible)."""
+    caller = caller_of(request)
+    return request.app.state.services.gate.record_pending(
+        grant, Access(action, RES_TYPE, study, patient_key, found), source=caller.source, entities=(f"{RES_TYPE}/{study}",)
+    )
 
 
 def record_access(request: Request, grant: Grant, action: str, studies: list[tuple[str, str | None]], *, found: bool = True) -> None:

@@ -10,6 +10,9 @@ its study; a study the caller may not see answers exactly like a missing one (40
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -18,11 +21,13 @@ from starlette.routing import Route
 from expediente.dicom import retrieval
 from expediente.dicom.archive import InstanceRef, Scope
 from expediente.dicom.retrieval import FrameError
-from expediente.dicom.web.access import imaging_grant, record_access
+from expediente.dicom.web.access import imaging_grant, record_access_pending
 from expediente.dicom.web.multipart import MultipartWriter, media_params, split_list
 from expediente.dicom.web.negotiate import NATIVE, frame_form, instance_form, not_acceptable, parse_accept
 from expediente.dicom.web.stow import DICOM_JSON, checked_uid, dicomweb_base
 from expediente.fhir.errors import FhirError
+
+T = TypeVar("T")
 
 CHUNK = 1024 * 1024
 PIXEL_DATA = 0x7FE00010
@@ -70,23 +75,35 @@ def transcoded(archive, ref: InstanceRef, target: str) -> bytes:
 async def locate(request: Request, study: str, series: str | None = None, sop: str | None = None) -> tuple[list[InstanceRef], Scope]:
     """The instances asked for that the caller may see, the retrieval audited; 404 (audited)
     when there are none."""
+    return await run_in_threadpool(_located, request, (study, series, sop), None)
+
+
+async def locate_and_read(request: Request, study: str, series: str | None, sop: str | None, read: Callable[[list[InstanceRef]], T]) -> T:
+    """``read`` of the instances asked for, done while the retrieval's audit entry commits;
+    returned only once the entry is stored (fail closed: 503 otherwise, and nothing read is
+    answered). One thread hop for the whole request: the path of a viewer's first frame."""
+    return await run_in_threadpool(_located, request, (study, series, sop), read)
+
+
+def _located(request: Request, uids: tuple[str, str | None, str | None], read):
+    study, series, sop = uids
     checked_uid(study, "StudyInstanceUID")
     if series is not None:
         checked_uid(series, "SeriesInstanceUID")
     if sop is not None:
         checked_uid(sop, "SOPInstanceUID")
     archive = request.app.state.services.archive
-
-    def run():
-        grant, scope = imaging_grant(request, "read")
-        refs = archive.instances(study_uid=study, series_uid=series, sop_uid=sop, scope=scope)
-        patient = retrieval.study_patients(archive, [study]).get(study)
-        record_access(request, grant, "read", [(study, patient)], found=bool(refs))
-        if not refs:  # the gate raises for a hidden study; a missing series or instance too
-            raise FhirError.of(404, "No existe la serie o instancia pedida, o no tiene acceso a ella", "not-found")
-        return refs, scope
-
-    return await run_in_threadpool(run)
+    grant, scope = imaging_grant(request, "read")
+    refs, patient = archive.lookup(study_uid=study, series_uid=series, sop_uid=sop, scope=scope)
+    audited = record_access_pending(request, grant, "read", study, patient, found=bool(refs))
+    if not refs:  # the gate raises for a hidden study; a missing series or instance too
+        audited()
+        raise FhirError.of(404, "No existe la serie o instancia pedida, o no tiene acceso a ella", "not-found")
+    try:
+        result = (refs, scope) if read is None else read(refs)
+    finally:
+        audited()  # also when the read failed: the attempt is on record before any answer
+    return result
 
 
 def _params(request: Request) -> tuple[str, str | None, str | None]:
@@ -257,10 +274,18 @@ def _wants_single_octets(accept: str | None) -> bool:
 async def retrieve_frames(request: Request) -> Response:
     study, series, sop = _params(request)
     numbers = _frame_numbers(request.path_params["frames"])
-    refs, _ = await locate(request, study, series, sop)
-    ref = refs[0]
-    target, media = frame_form(parse_accept(request.headers.get("accept")), ref.transfer_syntax, can_transcode)
-    return await _frames_response(request.app.state.services.archive, ref, numbers, target, media)
+    archive = request.app.state.services.archive
+    accept = parse_accept(request.headers.get("accept"))
+    forms: list = []
+
+    def read(refs: list[InstanceRef]) -> list[bytes]:
+        ref = refs[0]
+        forms.append((ref, *frame_form(accept, ref.transfer_syntax, can_transcode)))
+        return _frame_parts(archive, ref, numbers, forms[0][1])
+
+    parts = await locate_and_read(request, study, series, sop, read)
+    ref, target, media = forms[0]
+    return _frames_answer(ref, parts, target, media)
 
 
 def _frame_numbers(text: str) -> list[int]:
@@ -275,30 +300,34 @@ def _frame_numbers(text: str) -> list[int]:
 
 async def _frames_response(archive, ref: InstanceRef, numbers: list[int] | None, target: str | None, media: str | None) -> Response:
     """The frames (all when ``numbers`` is None) as stored, or transcoded to ``target``."""
+    parts = await run_in_threadpool(_frame_parts, archive, ref, numbers, target)
+    return _frames_answer(ref, parts, target, media)
+
+
+def _frame_parts(archive, ref: InstanceRef, numbers: list[int] | None, target: str | None) -> list[bytes]:
+    if target is None:
+        try:
+            spans = retrieval.frames(archive, ref)
+        except FrameError as exc:
+            raise FhirError.of(400 if ref.pixel_offset is not None else 404, f"No se pueden entregar los cuadros: {exc}", "processing") from None
+        wanted = numbers or list(range(1, len(spans) + 1))
+        if bad := [n for n in wanted if n > len(spans)]:
+            raise FhirError.of(400, f"La instancia tiene {len(spans)} cuadro(s); no existe el cuadro {bad[0]}", "invalid")
+        return [retrieval.read_frame(archive, ref, spans[n - 1]) for n in wanted]
+    module = _transcoder()
+    if module is None or not hasattr(module, "transcode_frames"):
+        raise not_acceptable("los cuadros")
+    try:
+        return module.transcode_frames(archive.read(ref), target, numbers)
+    except Exception as exc:
+        if (error := _transcode_error(module, exc)) is not None:
+            raise error from None
+        raise
+
+
+def _frames_answer(ref: InstanceRef, parts: list[bytes], target: str | None, media: str | None) -> Response:
     if media is None:
         media = "application/octet-stream" if ref.transfer_syntax in NATIVE else frame_form(parse_accept(None), ref.transfer_syntax, can_transcode)[1]
-
-    def run() -> list[bytes]:
-        if target is None:
-            try:
-                spans = retrieval.frames(archive, ref)
-            except FrameError as exc:
-                raise FhirError.of(400 if ref.pixel_offset is not None else 404, f"No se pueden entregar los cuadros: {exc}", "processing") from None
-            wanted = numbers or list(range(1, len(spans) + 1))
-            if bad := [n for n in wanted if n > len(spans)]:
-                raise FhirError.of(400, f"La instancia tiene {len(spans)} cuadro(s); no existe el cuadro {bad[0]}", "invalid")
-            return [retrieval.read_frame(archive, ref, spans[n - 1]) for n in wanted]
-        module = _transcoder()
-        if module is None or not hasattr(module, "transcode_frames"):
-            raise not_acceptable("los cuadros")
-        try:
-            return module.transcode_frames(archive.read(ref), target, numbers)
-        except Exception as exc:
-            if (error := _transcode_error(module, exc)) is not None:
-                raise error from None
-            raise
-
-    parts = await run_in_threadpool(run)
     syntax = target or ref.transfer_syntax
     if syntax in NATIVE and target is None and ref.transfer_syntax == "1.2.840.10008.1.2":
         syntax = "1.2.840.10008.1.2.1"  # implicit VR: the same pixel bytes as explicit VR little endian
