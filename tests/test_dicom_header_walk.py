@@ -12,7 +12,7 @@ from pydicom.multival import MultiValue
 
 from expediente.dicom import header_walk
 from expediente.dicom.ingest import file_preamble
-from expediente.dicom.parse import _walk
+from expediente.dicom.parse import walk_file
 
 DATA = Path(pydicom.data.__file__).parent
 FILES = sorted(p for p in DATA.rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc", ".json", ".md", ".txt"))
@@ -40,7 +40,7 @@ def _reference(path: Path) -> tuple[dict[str, str], int] | None:
 @pytest.mark.parametrize("path", FILES, ids=[str(p.relative_to(DATA)) for p in FILES])
 def test_the_walk_reads_what_pydicom_reads_or_declines(path: Path):
     data = path.read_bytes()
-    walked = _walk(data, len(data))
+    walked = walk_file(data, len(data))
     if walked is None:
         return  # declined: pydicom parses this one
     reference = _reference(path)
@@ -54,7 +54,7 @@ def test_the_walk_reads_what_pydicom_reads_or_declines(path: Path):
 
 
 def test_most_files_take_the_fast_path():
-    walked = [p for p in FILES if _walk(p.read_bytes(), p.stat().st_size) is not None]
+    walked = [p for p in FILES if walk_file(p.read_bytes(), p.stat().st_size) is not None]
     assert len(walked) >= len(FILES) // 2, f"only {len(walked)} of {len(FILES)} took the fast walk"
 
 

@@ -37,11 +37,13 @@ WANTED = {
     0x00200010: "StudyID",
     0x00200011: "SeriesNumber",
     0x00200013: "InstanceNumber",
+    0x00280002: "SamplesPerPixel",
     0x00280008: "NumberOfFrames",
     0x00280010: "Rows",
     0x00280011: "Columns",
+    0x00280100: "BitsAllocated",
 }
-_US = {0x00280010, 0x00280011}
+_US = {0x00280002, 0x00280010, 0x00280011, 0x00280100}
 _PERSON_NAMES = {0x00100010, 0x00080090}  # US values (binary), the rest are strings
 _TEXT_VRS = {b"PN", b"LO", b"SH", b"ST", b"LT", b"UT", b"UC"}
 _LONG_VR = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}

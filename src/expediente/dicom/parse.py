@@ -56,7 +56,7 @@ def valid_uid(value: str) -> bool:
 def parse_header(f: BinaryIO, size: int, head: bytes | None = None) -> Header:
     """Parse the Part-10 file open in ``f`` (``size`` bytes) up to its Pixel Data. ``head``:
     the file's first bytes when the caller holds them (the fast walk reads from memory)."""
-    walked = _walk(head, size) if head is not None else None
+    walked = walk_file(head, size) if head is not None else None
     if walked is None:
         values, syntax, media_uid, pixel_at = _parse_with_pydicom(f)
     else:
@@ -84,8 +84,9 @@ _WALKABLE_IMPLICIT = "1.2.840.10008.1.2"
 _NOT_WALKABLE = {"1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.95"}  # big endian, deflate
 
 
-def _walk(head: bytes, size: int):
-    """The fast path: file meta and dataset walked in memory; None to fall back to pydicom."""
+def walk_file(head: bytes, size: int) -> tuple[dict[str, str], str, str, int | None] | None:
+    """The fast path: file meta and dataset walked in memory (values, transfer syntax, media
+    SOP Instance UID, Pixel Data element offset); None to fall back to pydicom."""
     if len(head) < 144 or head[128:132] != b"DICM":
         return None
     meta = header_walk.walk_meta(head, 132)

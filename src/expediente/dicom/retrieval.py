@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from expediente.db.schema import dicom_instance, dicom_study
 from expediente.dicom.archive import Archive, InstanceRef, Scope, instance_query
 from expediente.dicom.metadata import BASE_MARK, fill_studies
+from expediente.dicom.parse import walk_file
 
 _ITEM, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE0DD
 # First bytes of a frame's codestream: JPEG (SOI), JPEG 2000 (SOC), JP2 signature box.
@@ -135,12 +136,7 @@ def read_frame(archive: Archive, ref: InstanceRef, frame: Frame) -> bytes:
 
 
 def _native(archive: Archive, ref: InstanceRef) -> list[Frame]:
-    ds = header(archive, ref)
-    try:
-        rows, columns = int(ds.Rows), int(ds.Columns)
-        samples, bits = int(ds.get("SamplesPerPixel", 1) or 1), int(ds.BitsAllocated)
-    except (AttributeError, TypeError, ValueError):
-        raise FrameError("faltan Rows, Columns o BitsAllocated: no se pueden separar los cuadros") from None
+    rows, columns, samples, bits = _geometry(archive, ref)
     count = ref.number_of_frames or 1
     frame_bits = rows * columns * samples * bits
     if frame_bits * count > ref.pixel_length * 8 or frame_bits == 0:
@@ -155,6 +151,25 @@ def _native(archive: Archive, ref: InstanceRef) -> list[Frame]:
             end = ref.pixel_offset + -(-(first_bit + frame_bits) // 8)
             out.append(Frame(((start, end),), bit_offset=first_bit % 8, bits=frame_bits))
     return out
+
+
+def _geometry(archive: Archive, ref: InstanceRef) -> tuple[int, int, int, int]:
+    """Rows, Columns, SamplesPerPixel and BitsAllocated: from the fast header walk (a viewer's
+    first frame should not wait ~0.4 ms for pydicom), from pydicom where the walk declines."""
+    walked = walk_file(archive.read(ref, 0, ref.pixel_offset), ref.pixel_offset)
+    if walked is not None and (dimensions := _dimensions(walked[0])) is not None:
+        return dimensions
+    ds = header(archive, ref)
+    if (dimensions := _dimensions({k: ds.get(k) for k in ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated")})) is None:
+        raise FrameError("faltan Rows, Columns o BitsAllocated: no se pueden separar los cuadros")
+    return dimensions
+
+
+def _dimensions(values: dict) -> tuple[int, int, int, int] | None:
+    try:
+        return int(values["Rows"]), int(values["Columns"]), int(values.get("SamplesPerPixel") or 1), int(values["BitsAllocated"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _items(archive: Archive, ref: InstanceRef) -> list[tuple[int, int]]:
