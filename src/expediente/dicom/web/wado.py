@@ -333,7 +333,10 @@ def _frames_answer(ref: InstanceRef, parts: list[bytes], target: str | None, med
         syntax = "1.2.840.10008.1.2.1"  # implicit VR: the same pixel bytes as explicit VR little endian
     writer = MultipartWriter(media)
     part_type = f"{media}; transfer-syntax={syntax}"
-    body = b"".join(writer.part_header(part_type) + part for part in parts) + writer.end()
+    pieces = []
+    for part in parts:  # joined once: a frame is copied into the body a single time
+        pieces += (writer.part_header(part_type), part)
+    body = b"".join((*pieces, writer.end()))
     return Response(body, headers={"content-type": writer.content_type(transfer_syntax=syntax)})
 
 
