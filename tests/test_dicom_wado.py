@@ -38,9 +38,11 @@ def _file(name: str) -> bytes:
     return Path(path).read_bytes()
 
 
-def _multiframe(*, frames: int, samples: int, bits: int, syntax=ExplicitVRLittleEndian) -> bytes:
+def _multiframe(*, frames: int, samples: int, bits: int, syntax=ExplicitVRLittleEndian, charset: str | None = None) -> bytes:
     """A native multi-frame instance with random pixels."""
     ds = _ds(ct_slice())
+    if charset:
+        ds.SpecificCharacterSet = charset
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     ds.NumberOfFrames, ds.SamplesPerPixel, ds.Rows, ds.Columns = frames, samples, 6, 10
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits, bits, bits - 1
@@ -59,6 +61,8 @@ _SYNTHETIC = {
     "native-16bit-4frames": lambda: _multiframe(frames=4, samples=1, bits=16),
     "native-rgb-3frames": lambda: _multiframe(frames=3, samples=3, bits=8),
     "implicit-32bit-5frames": lambda: _multiframe(frames=5, samples=1, bits=32, syntax="1.2.840.10008.1.2"),
+    # A character set the fast header walk declines: the frame geometry comes from pydicom.
+    "iso2022-16bit-2frames": lambda: _multiframe(frames=2, samples=1, bits=16, charset="ISO 2022 IR 100"),
 }
 
 
