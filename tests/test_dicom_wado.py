@@ -282,6 +282,25 @@ def test_retrieval_needs_a_token_and_is_audited(client, auth, services):
     assert client.get(f"/dicomweb/studies/{generate_uid()}", headers=auth).status_code == 404
 
 
+
+def test_no_audit_entry_no_pixels(client, auth, services):
+    """Fail closed: the frame path reads while its audit entry commits, but a trail that cannot
+    write means 503 and not one pixel byte, for frames and whole instances alike."""
+    data = ct_slice()
+    _stored(client, auth, data)
+    pixels = _ds(data).PixelData
+    with services.engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE audit_log RENAME TO audit_log_away"))
+    try:
+        for url in (instance_url(data) + "/frames/1", instance_url(data), f"/dicomweb/studies/{uids(data)[0]}"):
+            r = client.get(url, headers=auth)
+            assert r.status_code == 503 and r.json()["resourceType"] == "OperationOutcome", url
+            assert pixels[:64] not in r.content
+    finally:
+        with services.engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE audit_log_away RENAME TO audit_log"))
+    assert client.get(instance_url(data) + "/frames/1", headers=auth).status_code == 200
+
 LUPE = dict(given="María Guadalupe", first="Hernández", second="Cruz", birth="1979-12-03", sex="female", state="DF")
 
 
