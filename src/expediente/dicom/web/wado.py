@@ -276,15 +276,13 @@ async def retrieve_frames(request: Request) -> Response:
     numbers = _frame_numbers(request.path_params["frames"])
     archive = request.app.state.services.archive
     accept = parse_accept(request.headers.get("accept"))
-    forms: list = []
 
-    def read(refs: list[InstanceRef]) -> list[bytes]:
+    def read(refs: list[InstanceRef]):
         ref = refs[0]
-        forms.append((ref, *frame_form(accept, ref.transfer_syntax, can_transcode)))
-        return _frame_parts(archive, ref, numbers, forms[0][1])
+        target, media = frame_form(accept, ref.transfer_syntax, can_transcode)
+        return ref, target, media, _frame_parts(archive, ref, numbers, target)
 
-    parts = await locate_and_read(request, study, series, sop, read)
-    ref, target, media = forms[0]
+    ref, target, media, parts = await locate_and_read(request, study, series, sop, read)
     return _frames_answer(ref, parts, target, media)
 
 
