@@ -42,25 +42,24 @@ def test_temporary_then_adopt_stores_once_and_leaves_nothing(blob_backend):
     data = os.urandom(300_000)
     key = hashlib.sha256(data).hexdigest()
     for expected in (True, False):  # the second time: already stored, the file is dropped
-        fd, tmp = store.temporary()
-        os.write(fd, data)
-        os.fsync(fd)
-        os.close(fd)
-        assert store.adopt(tmp, key) is expected
-        assert not tmp.exists()
+        spooled = store.temporary()
+        spooled.write(data)
+        spooled.sync_and_close()
+        assert store.adopt(spooled.path, key) is expected
+        assert not spooled.path.exists()
     assert store.get(key) == data and store.get(key, 299_990) == data[299_990:]
     assert list(store.keys()) == [key]
     assert not blob_backend.leftovers(store)
     with pytest.raises(ValueError):
-        store.adopt(tmp, "../x")
+        store.adopt(spooled.path, "../x")
 
 
 def test_sweep_removes_only_what_a_crash_left_in_the_spool(blob_backend):
     store = blob_backend.new()
-    fd_old, old = store.temporary()
-    fd_new, new = store.temporary()
-    os.close(fd_old)
-    os.close(fd_new)
+    old, new = store.temporary(), store.temporary()
+    old.sync_and_close()
+    new.sync_and_close()
+    old, new = old.path, new.path
     os.utime(old, (0, 0))
     assert store.sweep_spool() == 1
     assert not old.exists() and new.exists()

@@ -83,10 +83,10 @@ def test_a_blob_over_8_mb_is_uploaded_in_parts(s3_backend):
     s3 = s3_client(s3_backend.endpoint)
     for ring in (None, keyring("k1")):
         store = s3_backend.new(ring)
-        fd, tmp = store.temporary()  # the ingest's path: a spool file, then adopt
-        os.write(fd, data)
-        os.close(fd)
-        assert store.adopt(tmp, key) and not tmp.exists()
+        spooled = store.temporary()  # the ingest's path: a spool file, then adopt
+        spooled.write(data)
+        spooled.sync_and_close()
+        assert store.adopt(spooled.path, key) and not spooled.path.exists()
         etag = s3.head_object(Bucket=BUCKET, Key=store._name(key))["ETag"]
         assert etag.strip('"').endswith("-2"), etag  # a completed two-part upload
         assert store.get(key) == data

@@ -20,6 +20,7 @@ from typing import BinaryIO
 
 from expediente.blobs.encryption import TAG, BlobIntegrityError, EncryptedFile, encrypt, read_header
 from expediente.blobs.keyring import Keyring, UnknownKey
+from expediente.blobs.spool import SpoolFile
 
 _KEY = re.compile(r"^[0-9a-f]{64}$")
 READ_CHUNK = 1024 * 1024
@@ -82,8 +83,8 @@ class BlobStore:
         """Remove a blob nothing refers to (the new bytes of a duplicate that was kept)."""
         raise NotImplementedError
 
-    def temporary(self) -> tuple[int, Path]:
-        """A new temporary file (fd, path) for a blob being received; ``adopt`` stores it."""
+    def temporary(self) -> SpoolFile:
+        """A new temporary file for a blob being received; ``adopt`` stores it."""
         raise NotImplementedError
 
     def check(self) -> None:

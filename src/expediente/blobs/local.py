@@ -18,6 +18,7 @@ from typing import BinaryIO
 from expediente.blobs.base import BlobNotFound, BlobStore, check_key, is_key
 from expediente.blobs.encryption import BlobIntegrityError
 from expediente.blobs.keyring import Keyring, load_keyring
+from expediente.blobs.spool import SpoolFile
 from expediente.config import Settings
 
 
@@ -27,6 +28,7 @@ class LocalBlobStore(BlobStore):
     def __init__(self, root: Path, keyring: Keyring | None = None):
         self.root = Path(root)
         self.spool = self.root / "spool"
+        self._spool_made = False
         self.keyring = keyring
         self.root.mkdir(parents=True, exist_ok=True)
 
@@ -50,21 +52,40 @@ class LocalBlobStore(BlobStore):
         with f:
             yield f
 
-    def temporary(self) -> tuple[int, Path]:
-        """A new temporary file inside the store (same file system, so ``adopt`` is a rename)."""
-        self.spool.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.spool, prefix=".tmp-")
-        return fd, Path(tmp)
+    def temporary(self) -> SpoolFile:
+        """A new temporary file inside the store (same file system, so ``adopt`` is a rename),
+        written with direct I/O where the file system allows it (blobs/spool.py)."""
+        if not self._spool_made:
+            self.spool.mkdir(parents=True, exist_ok=True)
+            self._spool_made = True
+        return SpoolFile(self.spool, direct=True)
 
     def _adopt_plain(self, tmp: Path, key: str) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, path)  # no copy
+        try:
+            os.replace(tmp, path)  # no copy
+        except FileNotFoundError:  # the first blob of its fan-out directory
+            if not tmp.exists():
+                raise
+            self._make_dirs(path.parent)
+            os.replace(tmp, path)
         _fsync_dir(path.parent)
+
+    def _make_dirs(self, directory: Path) -> None:
+        """Create the fan-out directories down to ``directory``, each one durably (its parent
+        flushed: a new directory entry survives a crash only then)."""
+        if directory == self.root or directory.is_dir():
+            return
+        self._make_dirs(directory.parent)
+        try:
+            directory.mkdir()
+        except FileExistsError:
+            return
+        _fsync_dir(directory.parent)
 
     def _write(self, key: str, fill: Callable[[BinaryIO], None]) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self._make_dirs(path.parent)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as f:

@@ -29,6 +29,7 @@ from botocore.config import Config
 
 from expediente.blobs.base import BlobConfigError, BlobNotFound, BlobStore, BlobStoreError, check_key, is_key
 from expediente.blobs.keyring import Keyring, load_keyring
+from expediente.blobs.spool import SpoolFile
 from expediente.config import Settings
 
 HEAD_BYTES = 64 * 1024
@@ -149,23 +150,24 @@ class S3BlobStore(BlobStore):
 
     # ------------------------------------------------------------ writing
 
-    def temporary(self) -> tuple[int, Path]:
-        """A new local spool file; ``adopt`` uploads it."""
+    def temporary(self) -> SpoolFile:
+        """A new local spool file (through the page cache: ``adopt`` reads it right back to
+        upload it)."""
         self.spool.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.spool, prefix=".tmp-")
-        return fd, Path(tmp)
+        return SpoolFile(self.spool, direct=False)
 
     def _adopt_plain(self, tmp: Path, key: str) -> None:
         self._upload(tmp, key)
 
     def _write(self, key: str, fill: Callable[[BinaryIO], None]) -> None:
-        fd, tmp = self.temporary()
+        self.spool.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.spool, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as f:
                 fill(f)
-            self._upload(tmp, key)
+            self._upload(Path(tmp), key)
         finally:
-            tmp.unlink(missing_ok=True)
+            Path(tmp).unlink(missing_ok=True)
 
     def _upload(self, path: Path, key: str) -> None:
         """One PUT, or a multipart upload above part_size (aborted by boto3 if a part fails)."""

@@ -24,6 +24,7 @@ import pydicom
 import sqlalchemy as sa
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
+from expediente.blobs.spool import SpoolFile
 from expediente.db.engine import write_transaction
 from expediente.db.schema import dicom_instance, dicom_series, dicom_study, dicom_study_name
 from expediente.dicom.parse import Header, NotDicom, parse_header, valid_uid
@@ -177,17 +178,14 @@ class Ingest:
         conn.execute(dicom_study.update().where(dicom_study.c.study_uid == row["study_uid"]).values(updated=row["received"]))
         return Stored(SUCCESS, sop_class, uid, row["study_uid"], row["series_uid"], row["blob_key"], duplicate=True)
 
-    def make_durable(self, fd: int, tmp: Path, key: str) -> None:
+    def make_durable(self, spooled: SpoolFile, key: str) -> None:
         """Flush the temporary file and move it to its content address (durably)."""
         try:
-            try:
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
+            spooled.sync_and_close()
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            spooled.discard()
             raise
-        self.blobs.adopt(tmp, key)
+        self.blobs.adopt(spooled.path, key)
 
     def _forget(self, stored: Stored) -> None:
         """Undo the index rows of an instance whose file could not be made durable."""
@@ -220,7 +218,7 @@ class Receipt:
         self._origin = origin
         self._expected = expected
         self._study = study
-        self._fd, self._tmp = ingest.blobs.temporary()
+        self._spooled = ingest.blobs.temporary()
         self._hash = hashlib.sha256()
         self._size = 0
         self._head = bytearray()  # the first bytes, where the header is: parsed from memory
@@ -234,15 +232,12 @@ class Receipt:
         self._hash.update(chunk)
         if len(self._head) < HEAD_BYTES:
             self._head += chunk[: HEAD_BYTES - len(self._head)]
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        self._spooled.write(chunk)
 
     def abort(self) -> None:
         if self._open:
             self._open = False
-            os.close(self._fd)
-            self._tmp.unlink(missing_ok=True)
+            self._spooled.discard()
 
     def finish(self) -> Stored:
         """Make the instance durable and indexed, or refuse it leaving nothing stored.
@@ -254,17 +249,17 @@ class Receipt:
         sender sends again the duplicate check sees the file missing and stores it anew."""
         ingest = self._ingest
         try:
-            with open(self._tmp, "rb", buffering=64 * 1024) as f:
-                header = parse_header(f, self._size, bytes(self._head))
+            self._spooled.end()
+            header = parse_header(self._spooled.path, self._size, bytes(self._head))
             self._check(header)
-            extra = ingest._extra(self._tmp)
+            extra = ingest._extra(self._spooled.path)
             key = self._hash.hexdigest()
-            self._open = False  # the file descriptor and the temporary file are handed over
+            self._open = False  # the temporary file is handed over
             if ingest.blobs.adopts_by_rename and ingest.blobs.keyring is None:
-                durable = ingest.flusher.submit(ingest.make_durable, self._fd, self._tmp, key)
+                durable = ingest.flusher.submit(ingest.make_durable, self._spooled, key)
                 stored = _index_then_wait(ingest, durable, header, key, self._origin, extra)
             else:
-                ingest.make_durable(self._fd, self._tmp, key)
+                ingest.make_durable(self._spooled, key)
                 stored = _index_or_discard(ingest, header, key, self._origin, extra)
             if stored.blob_key != key:  # a duplicate kept as it was: the new bytes are not needed
                 ingest.blobs.discard(key)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 import pydicom
@@ -53,12 +54,18 @@ def valid_uid(value: str) -> bool:
     return 0 < len(value) <= 64 and _UID.match(value) is not None
 
 
-def parse_header(f: BinaryIO, size: int, head: bytes | None = None) -> Header:
-    """Parse the Part-10 file open in ``f`` (``size`` bytes) up to its Pixel Data. ``head``:
-    the file's first bytes when the caller holds them (the fast walk reads from memory)."""
-    walked = walk_file(head, size) if head is not None else None
+def parse_header(path: Path, size: int, head: bytes = b"") -> Header:
+    """Parse the Part-10 file at ``path`` (``size`` bytes) up to its Pixel Data. ``head``: the
+    file's first bytes when the caller holds them; the file is opened only when they do not
+    cover what must be read (the common case reads nothing from the disk)."""
+    with _Source(path, head) as source:
+        return _parse(source, size)
+
+
+def _parse(source: _Source, size: int) -> Header:
+    walked = walk_file(source.head, size)
     if walked is None:
-        values, syntax, media_uid, pixel_at = _parse_with_pydicom(f)
+        values, syntax, media_uid, pixel_at = _parse_with_pydicom(source.file())
     else:
         values, syntax, media_uid, pixel_at = walked
     if not syntax:
@@ -75,7 +82,7 @@ def parse_header(f: BinaryIO, size: int, head: bytes | None = None) -> Header:
             raise NotDicom(f"{keyword} no es un UID válido: {value[:70]!r}")
     if media_uid and media_uid != values["SOPInstanceUID"]:
         raise NotDicom("el SOPInstanceUID del conjunto de datos no coincide con el de la cabecera del archivo")
-    offset, length = _pixel_value(f, pixel_at if pixel_at is not None else size, size, UID(syntax))
+    offset, length = _pixel_value(source, pixel_at if pixel_at is not None else size, size, UID(syntax))
     frames = values.get("NumberOfFrames", "1")
     return Header(values, syntax, offset, length, max(int(frames), 1) if frames.isdigit() else 1, size)
 
@@ -130,14 +137,13 @@ def _parse_with_pydicom(f: BinaryIO) -> tuple[dict[str, str], str, str, int | No
     return values, syntax, media_uid, pixel_at
 
 
-def _pixel_value(f: BinaryIO, at: int, size: int, syntax: UID) -> tuple[int | None, int | None]:
+def _pixel_value(source: _Source, at: int, size: int, syntax: UID) -> tuple[int | None, int | None]:
     """Offset and length of the Pixel Data value, checking the file holds all of it."""
     if at >= size:
         return None, None
     if syntax.is_deflated:
         return None, None  # the dataset is compressed as a whole: no byte offsets
-    f.seek(at)
-    head = f.read(12)
+    head = source.read(at, 12)
     little = syntax.is_little_endian
     tag_format = "<HH" if little else ">HH"
     if len(head) < 8:
@@ -154,7 +160,7 @@ def _pixel_value(f: BinaryIO, at: int, size: int, syntax: UID) -> tuple[int | No
     else:
         (length,), value_at = struct.unpack("<H" if little else ">H", head[6:8]), at + 8
     if length == UNDEFINED:
-        _check_fragments(f, value_at, size)
+        _check_fragments(source.file(), value_at, size)
         return value_at, -1
     if value_at + length > size:
         raise NotDicom(f"el archivo está truncado: Pixel Data declara {length} bytes y faltan {value_at + length - size}")
@@ -175,6 +181,35 @@ def _check_fragments(f: BinaryIO, at: int, size: int) -> None:
             raise NotDicom("los fragmentos de Pixel Data encapsulados están dañados")
         position += 8 + length
     raise NotDicom("el archivo está truncado: faltan fragmentos de Pixel Data encapsulados")
+
+
+class _Source:
+    """A file's bytes: from the head held in memory where it covers them, else from the file
+    (opened once, when first needed)."""
+
+    def __init__(self, path: Path, head: bytes):
+        self.path = path
+        self.head = head
+        self._file: BinaryIO | None = None
+
+    def read(self, at: int, n: int) -> bytes:
+        if at + n <= len(self.head):
+            return self.head[at : at + n]
+        f = self.file()
+        f.seek(at)
+        return f.read(n)
+
+    def file(self) -> BinaryIO:
+        if self._file is None:
+            self._file = open(self.path, "rb", buffering=64 * 1024)
+        return self._file
+
+    def __enter__(self) -> _Source:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._file is not None:
+            self._file.close()
 
 
 def _short(exc: Exception) -> str:
