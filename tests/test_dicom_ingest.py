@@ -4,6 +4,7 @@ neither acknowledged nor left in the index."""
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import os
 
@@ -11,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from dicom_samples import ct_slice
+from expediente.blobs import fs_flush, make_blob_store
 from expediente.db.schema import dicom_instance, dicom_series, dicom_study
 from expediente.dicom.archive import Archive
 from expediente.dicom.ingest import Origin, Refused
@@ -102,21 +104,33 @@ def test_an_index_row_whose_file_never_arrived_is_stored_anew(services):
     assert _read(services, "1.2.3.9.1") == data
 
 
-def test_a_file_that_cannot_be_flushed_is_refused_and_takes_its_index_rows_back(services, monkeypatch):
-    services.archive.store_file(ct_slice(sop_uid="1.2.3.10.1", study_uid="1.2.3.10", series_uid="1.2.3.10.0"), origin=ORIGIN)
+@pytest.mark.parametrize("sync", ["auto", "files"])
+def test_a_file_that_cannot_be_flushed_is_refused_and_takes_its_index_rows_back(services, settings, monkeypatch, sync):
+    if sync == "auto" and not fs_flush.available():
+        pytest.skip("syncfs (Linux) is not available here: blob_sync 'auto' flushes file by file")
+    archive = Archive(services.engine, make_blob_store(dataclasses.replace(settings, blob_sync=sync)), settings)
+    assert archive.ingest.flushes_file_system is (sync == "auto")
+    archive.store_file(ct_slice(sop_uid="1.2.3.10.1", study_uid="1.2.3.10", series_uid="1.2.3.10.0"), origin=ORIGIN)
     before_rows, before_blobs = _rows(services), _blobs(services)
 
     def failing_disk(fd):
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(os, "fdatasync", failing_disk)  # the disk fails: fault injection below our code
+    def failing_syncfs(fd):
+        ctypes.set_errno(5)
+        return -1
+
+    # The disk fails: fault injection below our code (the flush of one file, or of the file system).
+    monkeypatch.setattr(os, "fdatasync", failing_disk)
+    monkeypatch.setattr(fs_flush, "_SYNCFS", failing_syncfs)
     with pytest.raises(Refused) as refused:
-        services.archive.store_file(ct_slice(sop_uid="1.2.3.10.2", study_uid="1.2.3.10", series_uid="1.2.3.10.0", number=2), origin=ORIGIN)
+        archive.store_file(ct_slice(sop_uid="1.2.3.10.2", study_uid="1.2.3.10", series_uid="1.2.3.10.0", number=2), origin=ORIGIN)
     monkeypatch.undo()
     assert refused.value.status == OUT_OF_RESOURCES and "no se pudo guardar" in refused.value.reason
     assert _rows(services) == before_rows and _blobs(services) == before_blobs
     assert _counts(services, "1.2.3.10") == (1, 1)
-    assert not list(services.archive.blobs.spool.glob("*"))
+    assert not list(archive.blobs.spool.glob("*"))
     # and the archive goes on
-    services.archive.store_file(ct_slice(sop_uid="1.2.3.10.2", study_uid="1.2.3.10", series_uid="1.2.3.10.0", number=2), origin=ORIGIN)
+    archive.store_file(ct_slice(sop_uid="1.2.3.10.2", study_uid="1.2.3.10", series_uid="1.2.3.10.0", number=2), origin=ORIGIN)
     assert _counts(services, "1.2.3.10") == (2, 2)
+    archive.close()

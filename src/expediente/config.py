@@ -84,6 +84,11 @@ class Settings:
     # region empty: us-east-1 (or AWS_REGION); keys empty: the AWS credential chain (AWS_*
     # variables, instance role). Objects are named <prefix>ab/cd/<sha256>, as the local files.
     blob_backend: str = "local"
+    # How received DICOM instances are made durable on local blobs: "auto" flushes the whole
+    # file system once for all instances waiting (Linux syncfs; covers the SQLite index when it
+    # is on the same file system), "files" flushes each file and directory on its own (for a
+    # file system shared with other heavy writers). blobs/fs_flush.py.
+    blob_sync: str = "auto"
     s3_endpoint: str = ""
     s3_bucket: str = ""
     s3_region: str = ""

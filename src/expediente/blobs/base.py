@@ -58,6 +58,8 @@ class BlobStore:
     # True when `adopt` of a plain blob is a rename on the local disk: it cannot fail for a
     # reason of its own, so the ingest makes it durable while the index commits (see ingest.py).
     adopts_by_rename = False
+    # A group flush of the file system the blobs are on (blobs/fs_flush.py), or None.
+    file_system_flush = None
 
     # ------------------------------------------------------------ back-end primitives
 
@@ -73,8 +75,16 @@ class BlobStore:
         """Take the finished temporary file as the stored blob, unchanged."""
         raise NotImplementedError
 
+    def _adopt_unflushed(self, tmp: Path, key: str) -> None:
+        """``_adopt_plain`` leaving the flush to the caller (``file_system_flush``)."""
+        self._adopt_plain(tmp, key)
+
     def exists(self, key: str) -> bool:
         raise NotImplementedError
+
+    def prepare(self, key: str, *, durable: bool = True) -> None:
+        """Make ready, durably, where the blob ``key`` will go (a local store's fan-out
+        directory); called while its bytes are still being flushed."""
 
     def keys(self) -> Iterator[str]:
         raise NotImplementedError
@@ -117,16 +127,16 @@ class BlobStore:
         self._write(key, lambda f: self._encode(f, [data], bytes.fromhex(key)))
         return key
 
-    def adopt(self, tmp: Path, key: str) -> bool:
+    def adopt(self, tmp: Path, key: str, *, durable: bool = True) -> bool:
         """Take a finished, fsynced temporary file whose SHA-256 is ``key`` into the store,
-        durably; the temporary file is gone afterwards. Returns False when the blob was
-        already stored."""
+        durably (``durable=False``: the caller flushes the file system afterwards); the
+        temporary file is gone afterwards. Returns False when the blob was already stored."""
         check_key(key)
         try:
             if self.exists(key):
                 return False
             if self.keyring is None:
-                self._adopt_plain(tmp, key)
+                self._adopt_plain(tmp, key) if durable else self._adopt_unflushed(tmp, key)
             else:
                 with open(tmp, "rb") as f:
                     self._write(key, lambda out: self._encode(out, plain_chunks(f, self.read_chunk), bytes.fromhex(key)))

@@ -15,7 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from expediente.blobs.base import BlobNotFound, BlobStore, check_key, is_key
+from expediente.blobs import fs_flush
+from expediente.blobs.base import BlobConfigError, BlobNotFound, BlobStore, check_key, is_key
+from expediente.blobs.fs_flush import FileSystemFlush
 from expediente.blobs.encryption import BlobIntegrityError
 from expediente.blobs.keyring import Keyring, load_keyring
 from expediente.blobs.spool import SpoolFile
@@ -25,16 +27,19 @@ from expediente.config import Settings
 class LocalBlobStore(BlobStore):
     adopts_by_rename = True
 
-    def __init__(self, root: Path, keyring: Keyring | None = None):
+    def __init__(self, root: Path, keyring: Keyring | None = None, sync: str = "files"):
+        if sync not in ("auto", "files"):
+            raise BlobConfigError(f'blob_sync debe ser "auto" o "files", no {sync!r}')
         self.root = Path(root)
         self.spool = self.root / "spool"
         self._spool_made = False
         self.keyring = keyring
         self.root.mkdir(parents=True, exist_ok=True)
+        self.file_system_flush = FileSystemFlush(self.root) if sync == "auto" and fs_flush.available() else None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalBlobStore:
-        return cls(settings.blob_dir, load_keyring(settings))
+        return cls(settings.blob_dir, load_keyring(settings), settings.blob_sync.strip().lower())
 
     def describe(self) -> str:
         return f"archivos locales en {self.root}"
@@ -57,6 +62,7 @@ class LocalBlobStore(BlobStore):
         written with direct I/O where the file system allows it (blobs/spool.py)."""
         if not self._spool_made:
             self.spool.mkdir(parents=True, exist_ok=True)
+            self._make_top_level()
             self._spool_made = True
         return SpoolFile(self.spool, direct=True)
 
@@ -71,17 +77,45 @@ class LocalBlobStore(BlobStore):
             os.replace(tmp, path)
         _fsync_dir(path.parent)
 
-    def _make_dirs(self, directory: Path) -> None:
+    def prepare(self, key: str, *, durable: bool = True) -> None:
+        self._make_dirs(self._path(key).parent, durable)
+
+    def _adopt_unflushed(self, tmp: Path, key: str) -> None:
+        path = self._path(key)
+        try:
+            os.replace(tmp, path)
+        except FileNotFoundError:
+            if not tmp.exists():
+                raise
+            self._make_dirs(path.parent, durable=False)
+            os.replace(tmp, path)
+
+    def _make_top_level(self) -> None:
+        """The 256 first-level fan-out directories, made together before the first blob is
+        received (one flush of the root instead of one per directory as blobs arrive)."""
+        made = False
+        for i in range(256):
+            try:
+                (self.root / f"{i:02x}").mkdir()
+                made = True
+            except FileExistsError:
+                pass
+        if made:
+            _fsync_dir(self.root)
+
+    def _make_dirs(self, directory: Path, durable: bool = True) -> None:
         """Create the fan-out directories down to ``directory``, each one durably (its parent
-        flushed: a new directory entry survives a crash only then)."""
+        flushed: a new directory entry survives a crash only then) unless the caller flushes
+        the whole file system afterwards."""
         if directory == self.root or directory.is_dir():
             return
-        self._make_dirs(directory.parent)
+        self._make_dirs(directory.parent, durable)
         try:
             directory.mkdir()
         except FileExistsError:
             return
-        _fsync_dir(directory.parent)
+        if durable:
+            _fsync_dir(directory.parent)
 
     def _write(self, key: str, fill: Callable[[BinaryIO], None]) -> None:
         path = self._path(key)

@@ -19,9 +19,9 @@ import secrets
 from pathlib import Path
 
 BLOCK = 4096  # alignment of direct writes: offsets, lengths and buffer addresses
-BUFFER = 256 * 1024  # bytes gathered before one direct write
+BUFFER = 1024 * 1024  # bytes gathered before one direct write (a CT slice: one)
 _free_buffers: list[mmap.mmap] = []  # reused: their pages are already resident
-_MAX_FREE = 32
+_MAX_FREE = 16
 
 
 def _buffer() -> mmap.mmap:
@@ -94,6 +94,13 @@ class SpoolFile:
         try:
             self.end()
             os.fdatasync(self._fd)
+        finally:
+            self._close()
+
+    def close(self) -> None:
+        """Write what is buffered and close, leaving the flush to a file-system flush."""
+        try:
+            self.end()
         finally:
             self._close()
 

@@ -61,7 +61,9 @@ def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
                 yield conn
 
 
-def make_engine(settings: Settings) -> sa.Engine:
+def make_engine(settings: Settings, *, sqlite_synchronous: str | None = None) -> sa.Engine:
+    """The engine for ``settings``; ``sqlite_synchronous`` overrides the setting for a writer
+    that makes its commits durable another way (the DICOM ingest's file-system flush)."""
     url = settings.sqlalchemy_url
     if url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -71,7 +73,7 @@ def make_engine(settings: Settings) -> sa.Engine:
             max_overflow=16,
             connect_args={"check_same_thread": False, "timeout": 30},
         )
-        _configure_sqlite(engine, settings.sqlite_synchronous)
+        _configure_sqlite(engine, sqlite_synchronous or settings.sqlite_synchronous)
         _QUEUES[engine] = WriterQueue(settings.data_dir / "expediente.db.writer-lock")
         return engine
     # No pre-ping: it costs a round trip per checkout; a dropped connection is invalidated on error.

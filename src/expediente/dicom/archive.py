@@ -14,7 +14,7 @@ from typing import BinaryIO
 
 import sqlalchemy as sa
 
-from expediente.blobs import make_blob_store
+from expediente.blobs import fs_flush, make_blob_store
 from expediente.config import Settings
 from expediente.db.engine import make_engine
 from expediente.db.schema import dicom_instance, dicom_study
@@ -106,6 +106,17 @@ def _unscoped_lookup(by_series: bool, by_sop: bool) -> sa.Select:
     return query
 
 
+def _index_engine(engine: sa.Engine, blobs, settings: Settings) -> sa.Engine | None:
+    """The ingest's own SQLite engine whose commits skip their fsync, where the file-system
+    flush that makes each instance durable also covers the database (same file system);
+    None: the ingest writes through ``engine``."""
+    if engine.dialect.name != "sqlite" or blobs.file_system_flush is None or settings.database_url:
+        return None
+    if not fs_flush.same_file_system(settings.data_dir, blobs.root):
+        return None
+    return make_engine(settings, sqlite_synchronous="NORMAL")
+
+
 class Archive:
     def __init__(self, engine: sa.Engine, blobs, settings: Settings, reader: sa.Engine | None = None):
         self.engine = engine
@@ -113,7 +124,10 @@ class Archive:
         self.blobs = blobs
         self.settings = settings
         extra = tuple(t.strip() for t in settings.dicom_extra_tags.split(",") if t.strip())
-        self.ingest = Ingest(engine, blobs, duplicates=settings.dicom_duplicates, max_bytes=settings.dicom_max_instance_bytes, extra_tags=extra)
+        self._index_engine = _index_engine(engine, blobs, settings)
+        self.ingest = Ingest(
+            self._index_engine or engine, blobs, duplicates=settings.dicom_duplicates, max_bytes=settings.dicom_max_instance_bytes, extra_tags=extra
+        )
 
     @classmethod
     def build(cls, settings: Settings) -> Archive:
@@ -122,6 +136,8 @@ class Archive:
 
     def close(self) -> None:
         self.engine.dispose()
+        if self._index_engine is not None:
+            self._index_engine.dispose()
 
     # ------------------------------------------------------------------ storing
 

@@ -86,8 +86,10 @@ class Ingest:
         self.extra_tags = extra_tags
         # Called with each Stored after its commit.
         self.listeners: list[Callable[[Stored], None]] = []
-        # Flushes files while their index commits (one thread per instance in flight).
-        self.flusher = ThreadPoolExecutor(max_workers=16, thread_name_prefix="dicom-flush")
+        # Flushes files while their index commits (two threads per instance in flight).
+        self.flusher = ThreadPoolExecutor(max_workers=32, thread_name_prefix="dicom-flush")
+        # Local blobs made durable by one flush of their file system (blobs/fs_flush.py).
+        self.flushes_file_system = blobs.file_system_flush is not None and blobs.adopts_by_rename and blobs.keyring is None
         # Series known to be indexed (series UID -> study UID): their rows need no upsert.
         self._known_series: dict[str, str] = {}
 
@@ -179,13 +181,27 @@ class Ingest:
         return Stored(SUCCESS, sop_class, uid, row["study_uid"], row["series_uid"], row["blob_key"], duplicate=True)
 
     def make_durable(self, spooled: SpoolFile, key: str) -> None:
-        """Flush the temporary file and move it to its content address (durably)."""
+        """Flush the temporary file and move it to its content address (durably); the place it
+        goes to is made ready while the file is flushed."""
+        ready = self.flusher.submit(self.blobs.prepare, key)
         try:
             spooled.sync_and_close()
         except BaseException:
             spooled.discard()
             raise
+        finally:
+            ready.result()
         self.blobs.adopt(spooled.path, key)
+
+    def place(self, spooled: SpoolFile, key: str) -> None:
+        """Close the temporary file and move it to its content address, unflushed: the
+        file-system flush that follows the index commit makes both durable at once."""
+        try:
+            spooled.close()
+        except BaseException:
+            spooled.discard()
+            raise
+        self.blobs.adopt(spooled.path, key, durable=False)
 
     def _forget(self, stored: Stored) -> None:
         """Undo the index rows of an instance whose file could not be made durable."""
@@ -197,11 +213,12 @@ class Ingest:
             conn.execute(_UNCOUNT_STUDY, {"b_study": stored.study_uid})
         self._known_series.pop(stored.series_uid, None)
 
-    def _extra(self, path: Path) -> str | None:
+    def _extra(self, spooled: SpoolFile) -> str | None:
         """The configured extra attributes (any keyword: read with pydicom, off the fast walk)."""
         if not self.extra_tags:
             return None
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(self.extra_tags))
+        spooled.end()
+        ds = pydicom.dcmread(spooled.path, stop_before_pixels=True, specific_tags=list(self.extra_tags))
         values = {k: str(ds.get(k)).strip() for k in self.extra_tags if ds.get(k) not in (None, "")}
         return orjson.dumps(values).decode() if values else None
 
@@ -249,13 +266,17 @@ class Receipt:
         sender sends again the duplicate check sees the file missing and stores it anew."""
         ingest = self._ingest
         try:
-            self._spooled.end()
-            header = parse_header(self._spooled.path, self._size, bytes(self._head))
+            # The last buffered bytes are written by the flush, unless the file must be read first.
+            header = parse_header(self._spooled.path, self._size, bytes(self._head), before_reading=self._spooled.end)
             self._check(header)
-            extra = ingest._extra(self._spooled.path)
+            extra = ingest._extra(self._spooled)
             key = self._hash.hexdigest()
             self._open = False  # the temporary file is handed over
-            if ingest.blobs.adopts_by_rename and ingest.blobs.keyring is None:
+            if ingest.flushes_file_system:
+                placed = ingest.flusher.submit(ingest.place, self._spooled, key)
+                stored = _index_then_wait(ingest, placed, header, key, self._origin, extra)
+                _flush_file_system(ingest, stored)
+            elif ingest.blobs.adopts_by_rename and ingest.blobs.keyring is None:
                 durable = ingest.flusher.submit(ingest.make_durable, self._spooled, key)
                 stored = _index_then_wait(ingest, durable, header, key, self._origin, extra)
             else:
@@ -294,12 +315,17 @@ def _index_or_discard(ingest: Ingest, header: Header, key: str, origin: Origin, 
     except BaseException:
         if durable is not None and durable.exception() is not None:
             raise
-        # The bytes carry their SOP Instance UID: only that instance's row can refer to them.
-        with ingest.engine.connect() as conn:
-            existing = conn.execute(_EXISTING, {"b_uid": header.text("SOPInstanceUID")}).first()
-        if existing is None or existing.blob_key != key:
-            ingest.blobs.discard(key)
+        _discard_unless_indexed(ingest, header.text("SOPInstanceUID"), key)
         raise
+
+
+def _discard_unless_indexed(ingest: Ingest, sop_uid: str, key: str) -> None:
+    """Remove the blob ``key`` unless the index refers to it. The bytes carry their SOP Instance
+    UID: only that instance's row can."""
+    with ingest.engine.connect() as conn:
+        existing = conn.execute(_EXISTING, {"b_uid": sop_uid}).first()
+    if existing is None or existing.blob_key != key:
+        ingest.blobs.discard(key)
 
 
 def _index_then_wait(ingest: Ingest, durable: Future, header: Header, key: str, origin: Origin, extra: str | None) -> Stored:
@@ -311,6 +337,17 @@ def _index_then_wait(ingest: Ingest, durable: Future, header: Header, key: str, 
         ingest._forget(stored)
         raise
     return stored
+
+
+def _flush_file_system(ingest: Ingest, stored: Stored) -> None:
+    """The one flush that makes the file, its directories and the index row durable; if it
+    fails, nothing was made durable for sure: the index rows go and the sender is refused."""
+    try:
+        ingest.blobs.file_system_flush.flush()
+    except OSError:
+        ingest._forget(stored)
+        _discard_unless_indexed(ingest, stored.sop_instance_uid, stored.blob_key)
+        raise
 
 
 def file_preamble(sop_class: str, sop_uid: str, syntax: str, calling_ae: str | None) -> bytes:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -54,11 +55,12 @@ def valid_uid(value: str) -> bool:
     return 0 < len(value) <= 64 and _UID.match(value) is not None
 
 
-def parse_header(path: Path, size: int, head: bytes = b"") -> Header:
+def parse_header(path: Path, size: int, head: bytes = b"", before_reading: Callable[[], None] | None = None) -> Header:
     """Parse the Part-10 file at ``path`` (``size`` bytes) up to its Pixel Data. ``head``: the
     file's first bytes when the caller holds them; the file is opened only when they do not
-    cover what must be read (the common case reads nothing from the disk)."""
-    with _Source(path, head) as source:
+    cover what must be read (the common case reads nothing from the disk), after
+    ``before_reading`` (a writer finishing the file)."""
+    with _Source(path, head, before_reading) as source:
         return _parse(source, size)
 
 
@@ -187,9 +189,10 @@ class _Source:
     """A file's bytes: from the head held in memory where it covers them, else from the file
     (opened once, when first needed)."""
 
-    def __init__(self, path: Path, head: bytes):
+    def __init__(self, path: Path, head: bytes, before_reading: Callable[[], None] | None):
         self.path = path
         self.head = head
+        self._before_reading = before_reading
         self._file: BinaryIO | None = None
 
     def read(self, at: int, n: int) -> bytes:
@@ -201,6 +204,8 @@ class _Source:
 
     def file(self) -> BinaryIO:
         if self._file is None:
+            if self._before_reading is not None:
+                self._before_reading()
             self._file = open(self.path, "rb", buffering=64 * 1024)
         return self._file
 

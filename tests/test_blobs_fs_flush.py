@@ -1,0 +1,76 @@
+"""The group flush of a file system: a caller returns only after a flush that began after its call
+has ended, callers arriving together share flushes, and a failed flush fails its waiters only."""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+import time
+
+import pytest
+
+from expediente.blobs import fs_flush
+from expediente.blobs.fs_flush import FileSystemFlush
+
+pytestmark = pytest.mark.skipif(not fs_flush.available(), reason="syncfs (Linux) is not available here")
+
+
+class RecordingSyncfs:
+    """Stands in for the syscall: records when each flush began and ended."""
+
+    def __init__(self, seconds: float = 0.01, fail: set[int] = frozenset()):
+        self.seconds = seconds
+        self.fail = fail
+        self.flushes: list[tuple[float, float]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, fd: int) -> int:
+        begun = time.monotonic()
+        time.sleep(self.seconds)
+        with self._lock:
+            self.flushes.append((begun, time.monotonic()))
+            number = len(self.flushes)
+        if number in self.fail:
+            ctypes.set_errno(5)
+            return -1
+        return 0
+
+
+def test_the_real_syncfs_flushes(tmp_path):
+    FileSystemFlush(tmp_path).flush()  # the syscall itself, on this machine's file system
+
+
+def test_every_caller_waits_for_a_flush_begun_after_its_call(tmp_path, monkeypatch):
+    fake = RecordingSyncfs()
+    monkeypatch.setattr(fs_flush, "_SYNCFS", fake)
+    flush = FileSystemFlush(tmp_path)
+    calls: list[tuple[float, float]] = []
+    lock = threading.Lock()
+
+    def caller() -> None:
+        for _ in range(5):
+            called = time.monotonic()
+            flush.flush()
+            with lock:
+                calls.append((called, time.monotonic()))
+
+    threads = [threading.Thread(target=caller) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 40
+    for called, returned in calls:
+        assert any(called <= begun and ended <= returned for begun, ended in fake.flushes), (called, returned)
+    assert len(fake.flushes) < 40  # callers arriving during a flush shared the next one
+    begins = sorted(fake.flushes)
+    assert all(a[1] <= b[0] for a, b in zip(begins, begins[1:]))  # one flush at a time
+
+
+def test_a_failed_flush_fails_its_waiters_and_the_next_one_succeeds(tmp_path, monkeypatch):
+    monkeypatch.setattr(fs_flush, "_SYNCFS", RecordingSyncfs(seconds=0, fail={1}))
+    flush = FileSystemFlush(tmp_path)
+    with pytest.raises(OSError) as failed:
+        flush.flush()
+    assert failed.value.errno == 5
+    flush.flush()
