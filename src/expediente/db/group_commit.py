@@ -17,7 +17,6 @@ last flush, right before COMMIT (the audit chain locks its head there and holds 
 from __future__ import annotations
 
 import contextlib
-import functools
 import queue
 import threading
 import time
@@ -28,6 +27,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from expediente.db.engine import write_transaction
+from expediente.db.prepared import insert_into
 from expediente.ops.metrics import BATCH_SECONDS, BATCH_SIZE
 
 T = TypeVar("T")
@@ -81,27 +81,9 @@ def flush_inserts(conn: sa.Connection, *, final: bool = False) -> None:
 
 def executemany(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> None:
     """A many-row INSERT straight to the driver, with the statement and the columns' bind
-    processors prepared once: SQLAlchemy's per-row parameter handling dominated the time
-    spent holding the write lock. Every row must have the same keys."""
-    sql, order, processors = _insert_plan(conn.dialect, table, tuple(rows[0]))
-    if processors:
-        rows = [{**row, **{key: proc(row[key]) for key, proc in processors}} for row in rows]
-    if order is not None:  # positional paramstyle (SQLite's qmark)
-        conn.exec_driver_sql(sql, [tuple(row[key] for key in order) for row in rows])
-    else:
-        conn.exec_driver_sql(sql, rows)
-
-
-@functools.lru_cache(maxsize=256)
-def _insert_plan(dialect: sa.Dialect, table: sa.Table, keys: tuple[str, ...]) -> tuple[str, tuple | None, tuple]:
-    compiled = table.insert().compile(dialect=dialect, column_keys=list(keys))
-    order = tuple(compiled.positiontup) if compiled.positional else None
-    processors = tuple(
-        (key, proc)
-        for key in keys
-        if (proc := table.c[key].type.dialect_impl(dialect).bind_processor(dialect)) is not None
-    )
-    return str(compiled), order, processors
+    processors prepared once (db/prepared.py): SQLAlchemy's per-row parameter handling
+    dominated the time spent holding the write lock. Every row must have the same keys."""
+    insert_into(conn.dialect, table, tuple(rows[0])).run_many(conn, rows)
 
 
 @contextlib.contextmanager

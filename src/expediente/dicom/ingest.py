@@ -26,7 +26,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
 from expediente.blobs.spool import SpoolFile
 from expediente.db.engine import write_transaction
-from expediente.db.prepared import prepared
+from expediente.db.prepared import prepare
 from expediente.db.schema import dicom_instance, dicom_series, dicom_study, dicom_study_name
 from expediente.dicom.parse import Header, NotDicom, parse_header, valid_uid
 from expediente.dicom.status import CANNOT_UNDERSTAND, DATASET_MISMATCH, OUT_OF_RESOURCES, SUCCESS
@@ -151,14 +151,14 @@ class Ingest:
         }
         known = self._known_series.get(series_uid) == study_uid
         with write_transaction(self.engine) as conn:
-            if not prepared(conn, 1, lambda: (_insert_ignoring(conn, dicom_instance), list(row))).run(conn, row):
+            if not prepare(conn.dialect, _insert_ignoring(conn, dicom_instance), tuple(row)).run(conn, row):
                 return self._duplicate(conn, row)
             new_study = new_series = False
             if not known:
                 new_study = _upsert_study(conn, header, origin, at)
                 new_series = _upsert_series(conn, header)
-            prepared(conn, 2, lambda: (_COUNT_SERIES, None)).run(conn, {"b_series": series_uid})
-            prepared(conn, 3, lambda: (_COUNT_STUDY, None)).run(conn, {"b_study": study_uid, "b_new_series": int(new_series), "b_at": at})
+            prepare(conn.dialect, _COUNT_SERIES).run(conn, {"b_series": series_uid})
+            prepare(conn.dialect, _COUNT_STUDY).run(conn, {"b_study": study_uid, "b_new_series": int(new_series), "b_at": at})
             if new_series:
                 _add_modality(conn, study_uid, header.text("Modality"))
         if len(self._known_series) > 4096:
