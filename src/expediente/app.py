@@ -110,6 +110,7 @@ class Services:
             self.statistics.close()
         self.store.close()
         self.audit.close()
+        self.archive.close()
         self.engine.dispose()
         self.reader.dispose()
 
