@@ -82,10 +82,6 @@ class BlobStore:
     def exists(self, key: str) -> bool:
         raise NotImplementedError
 
-    def prepare(self, key: str, *, durable: bool = True) -> None:
-        """Make ready, durably, where the blob ``key`` will go (a local store's fan-out
-        directory); called while its bytes are still being flushed."""
-
     def keys(self) -> Iterator[str]:
         raise NotImplementedError
 

@@ -77,9 +77,6 @@ class LocalBlobStore(BlobStore):
             os.replace(tmp, path)
         _fsync_dir(path.parent)
 
-    def prepare(self, key: str, *, durable: bool = True) -> None:
-        self._make_dirs(self._path(key).parent, durable)
-
     def _adopt_unflushed(self, tmp: Path, key: str) -> None:
         path = self._path(key)
         try:

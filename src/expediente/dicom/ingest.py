@@ -87,8 +87,8 @@ class Ingest:
         self.extra_tags = extra_tags
         # Called with each Stored after its commit.
         self.listeners: list[Callable[[Stored], None]] = []
-        # Flushes files while their index commits (two threads per instance in flight).
-        self.flusher = ThreadPoolExecutor(max_workers=32, thread_name_prefix="dicom-flush")
+        # Flushes files while their index commits (one thread per instance in flight).
+        self.flusher = ThreadPoolExecutor(max_workers=16, thread_name_prefix="dicom-flush")
         # Local blobs made durable by one flush of their file system (blobs/fs_flush.py).
         self.flushes_file_system = blobs.file_system_flush is not None and blobs.adopts_by_rename and blobs.keyring is None
         # Series known to be indexed (series UID -> study UID): their rows need no upsert.
@@ -182,16 +182,12 @@ class Ingest:
         return Stored(SUCCESS, sop_class, uid, row["study_uid"], row["series_uid"], row["blob_key"], duplicate=True)
 
     def make_durable(self, spooled: SpoolFile, key: str) -> None:
-        """Flush the temporary file and move it to its content address (durably); the place it
-        goes to is made ready while the file is flushed."""
-        ready = self.flusher.submit(self.blobs.prepare, key)
+        """Flush the temporary file and move it to its content address (durably)."""
         try:
             spooled.sync_and_close()
         except BaseException:
             spooled.discard()
             raise
-        finally:
-            ready.result()
         self.blobs.adopt(spooled.path, key)
 
     def place(self, spooled: SpoolFile, key: str) -> None:
