@@ -264,7 +264,7 @@ class Receipt:
         ingest = self._ingest
         try:
             # The last buffered bytes are written by the flush, unless the file must be read first.
-            header = parse_header(self._spooled.path, self._size, bytes(self._head), before_reading=self._spooled.end)
+            header = parse_header(self._spooled.path, self._size, self._head, before_reading=self._spooled.end)
             self._check(header)
             extra = ingest._extra(self._spooled)
             key = self._hash.hexdigest()

@@ -55,7 +55,7 @@ def valid_uid(value: str) -> bool:
     return 0 < len(value) <= 64 and _UID.match(value) is not None
 
 
-def parse_header(path: Path, size: int, head: bytes = b"", before_reading: Callable[[], None] | None = None) -> Header:
+def parse_header(path: Path, size: int, head: bytes | bytearray = b"", before_reading: Callable[[], None] | None = None) -> Header:
     """Parse the Part-10 file at ``path`` (``size`` bytes) up to its Pixel Data. ``head``: the
     file's first bytes when the caller holds them; the file is opened only when they do not
     cover what must be read (the common case reads nothing from the disk), after
@@ -197,7 +197,7 @@ class _Source:
 
     def read(self, at: int, n: int) -> bytes:
         if at + n <= len(self.head):
-            return self.head[at : at + n]
+            return bytes(self.head[at : at + n])
         f = self.file()
         f.seek(at)
         return f.read(n)
