@@ -71,13 +71,10 @@ class BlobStore:
         """Create or replace the blob with what `fill` writes, atomically; durable on return."""
         raise NotImplementedError
 
-    def _adopt_plain(self, tmp: Path, key: str) -> None:
-        """Take the finished temporary file as the stored blob, unchanged."""
+    def _adopt_plain(self, tmp: Path, key: str, durable: bool = True) -> None:
+        """Take the finished temporary file as the stored blob, unchanged (``durable=False``:
+        leaving the flush to the caller's ``file_system_flush``)."""
         raise NotImplementedError
-
-    def _adopt_unflushed(self, tmp: Path, key: str) -> None:
-        """``_adopt_plain`` leaving the flush to the caller (``file_system_flush``)."""
-        self._adopt_plain(tmp, key)
 
     def exists(self, key: str) -> bool:
         raise NotImplementedError
@@ -132,7 +129,7 @@ class BlobStore:
             if self.exists(key):
                 return False
             if self.keyring is None:
-                self._adopt_plain(tmp, key) if durable else self._adopt_unflushed(tmp, key)
+                self._adopt_plain(tmp, key, durable)
             else:
                 with open(tmp, "rb") as f:
                     self._write(key, lambda out: self._encode(out, plain_chunks(f, self.read_chunk), bytes.fromhex(key)))

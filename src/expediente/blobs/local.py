@@ -66,26 +66,17 @@ class LocalBlobStore(BlobStore):
             self._spool_made = True
         return SpoolFile(self.spool, direct=True)
 
-    def _adopt_plain(self, tmp: Path, key: str) -> None:
+    def _adopt_plain(self, tmp: Path, key: str, durable: bool = True) -> None:
         path = self._path(key)
         try:
             os.replace(tmp, path)  # no copy
         except FileNotFoundError:  # the first blob of its fan-out directory
             if not tmp.exists():
                 raise
-            self._make_dirs(path.parent)
+            self._make_dirs(path.parent, durable)
             os.replace(tmp, path)
-        _fsync_dir(path.parent)
-
-    def _adopt_unflushed(self, tmp: Path, key: str) -> None:
-        path = self._path(key)
-        try:
-            os.replace(tmp, path)
-        except FileNotFoundError:
-            if not tmp.exists():
-                raise
-            self._make_dirs(path.parent, durable=False)
-            os.replace(tmp, path)
+        if durable:
+            _fsync_dir(path.parent)
 
     def _make_top_level(self) -> None:
         """The 256 first-level fan-out directories, made together before the first blob is

@@ -156,8 +156,8 @@ class S3BlobStore(BlobStore):
         self.spool.mkdir(parents=True, exist_ok=True)
         return SpoolFile(self.spool, direct=False)
 
-    def _adopt_plain(self, tmp: Path, key: str) -> None:
-        self._upload(tmp, key)
+    def _adopt_plain(self, tmp: Path, key: str, durable: bool = True) -> None:
+        self._upload(tmp, key)  # stored once the upload is answered: durable either way
 
     def _write(self, key: str, fill: Callable[[BinaryIO], None]) -> None:
         self.spool.mkdir(parents=True, exist_ok=True)

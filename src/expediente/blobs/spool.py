@@ -13,6 +13,7 @@ cache as usual; behaviour is the same.
 
 from __future__ import annotations
 
+import fcntl
 import mmap
 import os
 import secrets
@@ -110,8 +111,6 @@ class SpoolFile:
         self.path.unlink(missing_ok=True)
 
     def _stop_direct(self) -> None:
-        import fcntl
-
         fcntl.fcntl(self._fd, fcntl.F_SETFL, fcntl.fcntl(self._fd, fcntl.F_GETFL) & ~os.O_DIRECT)
         self._direct = False
 

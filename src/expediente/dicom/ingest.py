@@ -181,24 +181,16 @@ class Ingest:
         conn.execute(dicom_study.update().where(dicom_study.c.study_uid == row["study_uid"]).values(updated=row["received"]))
         return Stored(SUCCESS, sop_class, uid, row["study_uid"], row["series_uid"], row["blob_key"], duplicate=True)
 
-    def make_durable(self, spooled: SpoolFile, key: str) -> None:
-        """Flush the temporary file and move it to its content address (durably)."""
+    def make_durable(self, spooled: SpoolFile, key: str, durable: bool = True) -> None:
+        """Flush the temporary file and move it to its content address (durably), or with
+        ``durable=False`` only close and move it: the file-system flush that follows the
+        index commit makes both durable at once."""
         try:
-            spooled.sync_and_close()
+            spooled.sync_and_close() if durable else spooled.close()
         except BaseException:
             spooled.discard()
             raise
-        self.blobs.adopt(spooled.path, key)
-
-    def place(self, spooled: SpoolFile, key: str) -> None:
-        """Close the temporary file and move it to its content address, unflushed: the
-        file-system flush that follows the index commit makes both durable at once."""
-        try:
-            spooled.close()
-        except BaseException:
-            spooled.discard()
-            raise
-        self.blobs.adopt(spooled.path, key, durable=False)
+        self.blobs.adopt(spooled.path, key, durable=durable)
 
     def _forget(self, stored: Stored) -> None:
         """Undo the index rows of an instance whose file could not be made durable."""
@@ -269,13 +261,12 @@ class Receipt:
             extra = ingest._extra(self._spooled)
             key = self._hash.hexdigest()
             self._open = False  # the temporary file is handed over
-            if ingest.flushes_file_system:
-                placed = ingest.flusher.submit(ingest.place, self._spooled, key)
-                stored = _index_then_wait(ingest, placed, header, key, self._origin, extra)
-                _flush_file_system(ingest, stored)
-            elif ingest.blobs.adopts_by_rename and ingest.blobs.keyring is None:
-                durable = ingest.flusher.submit(ingest.make_durable, self._spooled, key)
-                stored = _index_then_wait(ingest, durable, header, key, self._origin, extra)
+            if ingest.blobs.adopts_by_rename and ingest.blobs.keyring is None:
+                flush_later = ingest.flushes_file_system
+                moved = ingest.flusher.submit(ingest.make_durable, self._spooled, key, not flush_later)
+                stored = _index_then_wait(ingest, moved, header, key, self._origin, extra)
+                if flush_later:
+                    _flush_file_system(ingest, stored)
             else:
                 ingest.make_durable(self._spooled, key)
                 stored = _index_or_discard(ingest, header, key, self._origin, extra)
