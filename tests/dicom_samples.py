@@ -27,7 +27,12 @@ def ct_slice(
     modality: str = "CT",
     number: int = 1,
     size: int = 64,
+    procedure_codes: tuple[tuple[str, str, str], ...] = (),
+    requests: tuple[tuple[str, str], ...] = (),
 ) -> bytes:
+    """``procedure_codes``: (code, scheme, meaning) items of ProcedureCodeSequence;
+    ``requests``: (RequestedProcedureID, ScheduledProcedureStepID) items of
+    RequestAttributesSequence."""
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.SOPClassUID = CTImageStorage
@@ -48,6 +53,10 @@ def ct_slice(
     ds.StudyID = "1"
     ds.StudyDescription = "TAC de tórax"
     ds.Modality = modality
+    if procedure_codes:
+        ds.ProcedureCodeSequence = Sequence([_code(*c) for c in procedure_codes])
+    if requests:
+        ds.RequestAttributesSequence = Sequence([_request(*r) for r in requests])
     ds.SeriesNumber = 1
     ds.InstanceNumber = number
     ds.SamplesPerPixel = 1
@@ -78,4 +87,16 @@ def _other_id(value: str, issuer: str) -> Dataset:
     item.PatientID = value
     if issuer:
         item.IssuerOfPatientID = issuer
+    return item
+
+
+def _code(value: str, scheme: str, meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+    return item
+
+
+def _request(procedure_id: str, step_id: str) -> Dataset:
+    item = Dataset()
+    item.RequestedProcedureID, item.ScheduledProcedureStepID = procedure_id, step_id
     return item

@@ -40,17 +40,19 @@ def archive(settings: Settings):
 
     for n in (2, 1, 3):  # out of order: the answer sorts by InstanceNumber
         put(IMSS, study_uid="1.2.1", series_uid="1.2.1.1", sop_uid=f"1.2.1.1.{n}", number=n, name="Hernández Cruz^María Guadalupe",
-            patient_id="MRN-0001", accession="ACC-100", study_date="20261115", modality="CT")
+            patient_id="MRN-0001", accession="ACC-100", study_date="20261115", modality="CT",
+            other_ids=(("HECM791203MDFRRR05", "CURP"), ("ISS-77", "ISSSTE")), procedure_codes=(("TAC-TX", "IMSS", "TAC de tórax"),),
+            requests=(("RP-1", "SPS-1"), ("RP-2", "SPS-9")))
     put(ISSSTE, study_uid="1.2.2", series_uid="1.2.2.1", sop_uid="1.2.2.1.1", name="García López^José Luis", patient_id="P2",
-        accession="ACC-200", study_date="20200101", modality="MR")
+        accession="ACC-200", study_date="20200101", modality="MR", other_ids=(("ISS-88", "ISSSTE"),), requests=(("RP-1", "SPS-5"),))
     put(ISSSTE, study_uid="1.2.2", series_uid="1.2.2.2", sop_uid="1.2.2.2.1", name="García López^José Luis", patient_id="P2",
-        accession="ACC-200", study_date="20200101", modality="CT")
+        accession="ACC-200", study_date="20200101", modality="CT", requests=(("RP-3", "SPS-1"),))
     put(IMSS, study_uid="1.2.3", series_uid="1.2.3.1", sop_uid="1.2.3.1.1", name="Núñez^Ana", patient_id="P3", study_date="20150630",
         modality="CR")
     put(IMSS, study_uid="1.2.4", series_uid="1.2.4.1", sop_uid="1.2.4.1.1", name="HERNANDEZ^PEDRO", patient_id="P4", study_date="20150701",
         modality="US", birth="19500101", sex="M")
     put(IMSS, study_uid="1.2.5", series_uid="1.2.5.1", sop_uid="1.2.5.1.1", name="Hernández Cruz^María Guadalupe", patient_id="MRN-0001",
-        study_date="20240301", modality="DX")
+        study_date="20240301", modality="DX", other_ids=(("HECM791203MDFRRR05", "CURP"),))
     a.follower = services.follower
     yield a
     services.close()
@@ -157,11 +159,13 @@ def test_limit_offset_pages_in_a_stable_order(archive):
     assert [r["StudyInstanceUID"] for r in archive.find("STUDY", {}, scope=EVERYTHING, limit=2, offset=4)] == everything[4:]
 
 
-def test_sequences_and_unindexed_keys_come_back_empty(archive):
-    (row,) = archive.find("STUDY", {"StudyInstanceUID": "1.2.3", "ProcedureCodeSequence": [{"CodeValue": "X"}], "InstitutionName": ""}, scope=EVERYTHING)
-    assert row["ProcedureCodeSequence"] == [] and row["InstitutionName"] == ""
-    query = plan("sqlite", "STUDY", {"ProcedureCodeSequence": [{"CodeValue": "X"}], "InstitutionName": "H*", "SOPInstanceUID": "1.2"}, scope=EVERYTHING)
-    assert query.ignored == ["ProcedureCodeSequence", "InstitutionName", "SOPInstanceUID"]
+def test_unindexed_sequences_and_keys_come_back_empty(archive):
+    (row,) = archive.find("STUDY", {"StudyInstanceUID": "1.2.3", "ReferencedStudySequence": [{"ReferencedSOPInstanceUID": "1.9"}], "InstitutionName": ""},
+                          scope=EVERYTHING)
+    assert row["ReferencedStudySequence"] == [] and row["InstitutionName"] == ""
+    query = plan("sqlite", "STUDY", {"ReferencedStudySequence": [{"ReferencedSOPInstanceUID": "1.9"}], "InstitutionName": "H*", "SOPInstanceUID": "1.2",
+                                     "ProcedureCodeSequence": [{"CodeValue": "", "CodeMeaning": "TAC*", "ContextUID": "1.2"}]}, scope=EVERYTHING)
+    assert query.ignored == ["ReferencedStudySequence", "InstitutionName", "SOPInstanceUID", "ProcedureCodeSequence.ContextUID"]
     with pytest.raises(QueryError, match="desconocido"):
         archive.find("STUDY", {"NoSuchKeyword": ""}, scope=EVERYTHING)
     with pytest.raises(QueryError, match="Nivel"):
@@ -289,9 +293,68 @@ def test_keys_as_pydicom_holds_them(archive):
     item = Dataset()
     item.CodeValue = "X"
     rows = archive.find("STUDY", {"PatientName": ds.PatientName, "StudyInstanceUID": ds.StudyInstanceUID, "StudyDate": None,
-                                  "ProcedureCodeSequence": [item]}, scope=EVERYTHING)
-    assert [r["StudyInstanceUID"] for r in rows] == ["1.2.1", "1.2.4"] and rows[0]["ProcedureCodeSequence"] == []
-    assert plan("sqlite", "STUDY", {"ProcedureCodeSequence": [item]}, scope=EVERYTHING).ignored == ["ProcedureCodeSequence"]
+                                  "ReferencedStudySequence": [item]}, scope=EVERYTHING)
+    assert [r["StudyInstanceUID"] for r in rows] == ["1.2.1", "1.2.4"] and rows[0]["ReferencedStudySequence"] == []
+    assert plan("sqlite", "STUDY", {"ReferencedStudySequence": [item]}, scope=EVERYTHING).ignored == ["ReferencedStudySequence"]
+    item.CodeValue = "TAC-TX"
+    (row,) = archive.find("STUDY", {"ProcedureCodeSequence": [item]}, scope=EVERYTHING)
+    assert row["StudyInstanceUID"] == "1.2.1" and row["ProcedureCodeSequence"] == [{"CodeValue": "TAC-TX"}]
+
+
+def test_sequence_matching_needs_one_item_to_match_every_item_key(archive):
+    """PS3.4 C.2.2.2.6: an item key matches when one item meets all its attributes."""
+    other = "OtherPatientIDsSequence"
+    assert studies(archive, OtherPatientIDsSequence=[{"PatientID": "HECM791203MDFRRR05"}]) == ["1.2.1", "1.2.5"]
+    assert studies(archive, OtherPatientIDsSequence=[{"PatientID": "HECM791203MDFRRR05", "IssuerOfPatientID": "CURP"}]) == ["1.2.1", "1.2.5"]
+    # Both values exist in study 1.2.1, but not in the same item: no match.
+    assert studies(archive, OtherPatientIDsSequence=[{"PatientID": "ISS-77", "IssuerOfPatientID": "CURP"}]) == []
+    assert studies(archive, OtherPatientIDsSequence=[{"PatientID": "ISS-*", "IssuerOfPatientID": "ISSSTE"}]) == ["1.2.1", "1.2.2"]
+    assert studies(archive, OtherPatientIDsSequence=[{"PatientID": "ISS-77\\ISS-88"}]) == ["1.2.1", "1.2.2"]  # list matching
+    assert studies(archive, OtherPatientIDsSequence=[{"PatientID": "iss-*"}]) == []  # case-sensitive, as other text
+    # The answer carries the matching items with the requested attributes only.
+    (row,) = archive.find("STUDY", {"StudyInstanceUID": "1.2.1", other: [{"PatientID": "ISS*", "TypeOfPatientID": ""}]}, scope=EVERYTHING)
+    assert row[other] == [{"PatientID": "ISS-77", "TypeOfPatientID": ""}]
+    # An empty item (or sequence) is a return key: every item, every kept attribute; no filtering.
+    (row,) = archive.find("STUDY", {"StudyInstanceUID": "1.2.1", other: [{}]}, scope=EVERYTHING)
+    assert row[other] == [{"PatientID": "HECM791203MDFRRR05", "IssuerOfPatientID": "CURP", "TypeOfPatientID": ""},
+                          {"PatientID": "ISS-77", "IssuerOfPatientID": "ISSSTE", "TypeOfPatientID": ""}]
+    assert len(studies(archive, OtherPatientIDsSequence=[])) == 5
+    (row,) = archive.find("STUDY", {"StudyInstanceUID": "1.2.3", other: [{"PatientID": ""}]}, scope=EVERYTHING)
+    assert row[other] == []
+    # Combined with other keys.
+    assert studies(archive, OtherPatientIDsSequence=[{"IssuerOfPatientID": "CURP"}], StudyDate="20250101-") == ["1.2.1"]
+
+
+def test_sequence_matching_at_the_patient_and_series_levels(archive):
+    patients = archive.find("PATIENT", {"OtherPatientIDsSequence": [{"PatientID": "HECM791203MDFRRR05", "IssuerOfPatientID": ""}]}, scope=EVERYTHING)
+    assert [p["PatientID"] for p in patients] == ["MRN-0001"]
+    # Both of the patient's studies hold the CURP: it is answered once.
+    assert patients[0]["OtherPatientIDsSequence"] == [{"PatientID": "HECM791203MDFRRR05", "IssuerOfPatientID": "CURP"}]
+    # A series is found by the order that caused it (IHE Query Images: Request Attributes).
+    series = archive.find("SERIES", {"RequestAttributesSequence": [{"RequestedProcedureID": "RP-1", "ScheduledProcedureStepID": ""}]}, scope=EVERYTHING)
+    assert [s["SeriesInstanceUID"] for s in series] == ["1.2.1.1", "1.2.2.1"]
+    assert series[0]["RequestAttributesSequence"] == [{"RequestedProcedureID": "RP-1", "ScheduledProcedureStepID": "SPS-1"}]
+    series = archive.find("SERIES", {"RequestAttributesSequence": [{"ScheduledProcedureStepID": "SPS-1"}]}, scope=EVERYTHING)
+    assert [s["SeriesInstanceUID"] for s in series] == ["1.2.1.1", "1.2.2.2"]
+    images = archive.find("IMAGE", {"StudyInstanceUID": "1.2.1", "RequestAttributesSequence": [{"RequestedProcedureID": "RP-2"}]}, scope=EVERYTHING)
+    assert [i["SOPInstanceUID"] for i in images] == ["1.2.1.1.1", "1.2.1.1.2", "1.2.1.1.3"]
+    # A series sequence is no study attribute: at STUDY level it does not restrict.
+    query = plan("sqlite", "STUDY", {"RequestAttributesSequence": [{"RequestedProcedureID": "RP-1"}]}, scope=EVERYTHING)
+    assert query.ignored == ["RequestAttributesSequence"]
+    # The patient level shows only the items of studies the caller may see.
+    imss = Scope(institution=IMSS)
+    (patient,) = archive.find("PATIENT", {"PatientID": "P2", "OtherPatientIDsSequence": [{}]}, scope=Scope(institution=ISSSTE))
+    assert patient["OtherPatientIDsSequence"] == [{"PatientID": "ISS-88", "IssuerOfPatientID": "ISSSTE", "TypeOfPatientID": ""}]
+    assert archive.find("PATIENT", {"OtherPatientIDsSequence": [{"PatientID": "ISS-88"}]}, scope=imss) == []
+
+
+def test_bad_sequence_keys_are_refused(archive):
+    with pytest.raises(QueryError, match="un solo ítem"):
+        archive.find("STUDY", {"OtherPatientIDsSequence": [{"PatientID": "A"}, {"PatientID": "B"}]}, scope=EVERYTHING)
+    with pytest.raises(QueryError, match="desconocido en OtherPatientIDsSequence"):
+        archive.find("STUDY", {"OtherPatientIDsSequence": [{"NoSuchKeyword": "A"}]}, scope=EVERYTHING)
+    with pytest.raises(QueryError, match="es una secuencia"):
+        archive.find("STUDY", {"OtherPatientIDsSequence": "A"}, scope=EVERYTHING)
 
 
 def test_image_answers_read_other_attributes_from_the_stored_metadata(archive):

@@ -477,6 +477,20 @@ dicom_study_name = sa.Table(
     sa.Column("study_uid", UID, primary_key=True),
 )
 
+# The items of the sequences the index matches on (dicom/sequences.py), one row per item
+# attribute: a study's (OtherPatientIDsSequence, ProcedureCodeSequence...) or a series'
+# (RequestAttributesSequence). C-FIND and QIDO sequence matching read them.
+dicom_item = sa.Table(
+    "dicom_item",
+    metadata,
+    sa.Column("owner_uid", UID, primary_key=True),  # the study or series UID, by the sequence's level
+    sa.Column("sequence", sa.String(64), primary_key=True),  # keyword
+    sa.Column("item", sa.Integer, primary_key=True),  # 0-based, in the order received
+    sa.Column("keyword", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(324).with_variant(sa.String(324, collation="C"), "postgresql"), nullable=False),
+    sa.Index(None, "sequence", "keyword", "value"),
+)
+
 # Studies that could not be attached to a patient with certainty: they wait here for a person
 # to reconcile them, never attached silently to the wrong record.
 dicom_reconcile = sa.Table(

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import struct
 
+from expediente.dicom.sequences import MAX_ITEMS
+from expediente.dicom.sequences import TAGS as SEQUENCES
+
 # (group << 16 | element) -> keyword, for the values kept in the index.
 WANTED = {
     0x00080005: "SpecificCharacterSet",
@@ -60,12 +63,20 @@ class _Unsupported(Exception):
     pass
 
 
-def walk(buf: bytes, start: int, implicit: bool) -> tuple[dict[str, str], int | None] | None:
-    """The wanted values of the dataset at ``buf[start:]`` and the offset of the Pixel Data
-    element (None when the header has none); None when this walk cannot read the header."""
+def walk(buf: bytes, start: int, implicit: bool) -> tuple[dict[str, str], dict[str, list[dict[str, str]]], int | None] | None:
+    """The wanted values of the dataset at ``buf[start:]``, the kept items of its indexed
+    sequences (dicom/sequences.py) and the offset of the Pixel Data element (None when the
+    header has none); None when this walk cannot read the header."""
     try:
-        raw, pixel_at = _walk_top(buf, start, implicit)
-        return _decode(raw), pixel_at
+        raw, sequences, pixel_at = _walk_top(buf, start, implicit)
+        encoding = _encoding(raw)
+        items = {}
+        for tag, raw_items in sequences.items():
+            keyword, inner = SEQUENCES[tag]
+            kept = [values for item in raw_items[:MAX_ITEMS] if (values := _decode(item, inner, encoding))]
+            if kept:
+                items[keyword] = kept
+        return _decode(raw, WANTED, encoding), items, pixel_at
     except (_Unsupported, struct.error, UnicodeDecodeError, IndexError):
         return None
 
@@ -94,8 +105,9 @@ def walk_meta(buf: bytes, pos: int) -> tuple[str, str, int] | None:
     return None
 
 
-def _walk_top(buf: bytes, pos: int, implicit: bool) -> tuple[dict[int, tuple[bytes, bytes]], int | None]:
+def _walk_top(buf: bytes, pos: int, implicit: bool) -> tuple[dict[int, tuple[bytes, bytes]], dict[int, list], int | None]:
     raw: dict[int, tuple[bytes, bytes]] = {}
+    sequences: dict[int, list[dict[int, tuple[bytes, bytes]]]] = {}
     end = len(buf)
     while pos < end:
         if pos + 8 > end:
@@ -103,8 +115,13 @@ def _walk_top(buf: bytes, pos: int, implicit: bool) -> tuple[dict[int, tuple[byt
         group, element = _TAG.unpack_from(buf, pos)
         tag = group << 16 | element
         if tag == PIXEL_DATA:
-            return raw, pos
+            return raw, sequences, pos
         vr, length, value_at = _element_header(buf, pos, implicit, tag)
+        if tag in SEQUENCES:
+            if vr not in (b"SQ", b""):
+                raise _Unsupported  # a sequence sent as UN: pydicom decodes it
+            sequences[tag], pos = _items(buf, value_at, length, implicit, SEQUENCES[tag][1])
+            continue
         if length == UNDEFINED:
             pos = _skip_undefined(buf, value_at, implicit)
             continue
@@ -113,7 +130,50 @@ def _walk_top(buf: bytes, pos: int, implicit: bool) -> tuple[dict[int, tuple[byt
         if tag in WANTED:
             raw[tag] = (vr, buf[value_at : value_at + length])
         pos = value_at + length
-    return raw, None
+    return raw, sequences, None
+
+
+def _items(buf: bytes, pos: int, length: int, implicit: bool, wanted: dict[int, str]) -> tuple[list[dict[int, tuple[bytes, bytes]]], int]:
+    """The wanted values of each item of the sequence whose value starts at ``pos``, and where
+    the sequence ends. Nested sequences are skipped."""
+    end = len(buf) if length == UNDEFINED else pos + length
+    if end > len(buf):
+        raise _Unsupported
+    items = []
+    while pos < end:
+        group, element = _TAG.unpack_from(buf, pos)
+        tag, item_length = group << 16 | element, _U32.unpack_from(buf, pos + 4)[0]
+        pos += 8
+        if tag == _SEQUENCE_END and length == UNDEFINED:
+            return items, pos
+        if tag != _ITEM:
+            raise _Unsupported
+        item_end = end if item_length == UNDEFINED else pos + item_length
+        if item_end > end:
+            raise _Unsupported
+        raw: dict[int, tuple[bytes, bytes]] = {}
+        while pos < item_end:
+            group, element = _TAG.unpack_from(buf, pos)
+            tag = group << 16 | element
+            if tag == _ITEM_END and item_length == UNDEFINED:
+                pos += 8
+                break
+            vr, value_length, value_at = _element_header(buf, pos, implicit, tag)
+            if value_length == UNDEFINED:
+                pos = _skip_undefined(buf, value_at, implicit)
+                continue
+            if value_at + value_length > item_end:
+                raise _Unsupported
+            if tag in wanted:
+                raw[tag] = (vr, buf[value_at : value_at + value_length])
+            pos = value_at + value_length
+        else:
+            if item_length == UNDEFINED or pos != item_end:
+                raise _Unsupported  # no item delimiter in what we hold, or an item overran
+        items.append(raw)
+    if length == UNDEFINED or pos != end:
+        raise _Unsupported
+    return items, pos
 
 
 def _element_header(buf: bytes, pos: int, implicit: bool, tag: int) -> tuple[bytes, int, int]:
@@ -144,19 +204,23 @@ def _skip_undefined(buf: bytes, pos: int, implicit: bool) -> int:
     raise _Unsupported
 
 
-def _decode(raw: dict[int, tuple[bytes, bytes]]) -> dict[str, str]:
+def _encoding(raw: dict[int, tuple[bytes, bytes]]) -> str:
     charset = raw.get(0x00080005, (b"", b""))[1].decode("ascii").strip(" \x00")
     encoding = _ENCODINGS.get(charset)
     if encoding is None:
         raise _Unsupported  # code extensions and other repertoires: pydicom handles them
+    return encoding
+
+
+def _decode(raw: dict[int, tuple[bytes, bytes]], names: dict[int, str], encoding: str) -> dict[str, str]:
     out = {}
     for tag, (vr, value) in raw.items():
         if tag in _US and (vr == b"US" or (vr == b"" and len(value) == 2)):
-            out[WANTED[tag]] = str(_U16.unpack(value[:2])[0]) if len(value) >= 2 else ""
+            out[names[tag]] = str(_U16.unpack(value[:2])[0]) if len(value) >= 2 else ""
             continue
         text = value.decode(encoding if (vr in _TEXT_VRS or vr == b"") else "ascii").rstrip("\x00 ").lstrip(" ")
         if tag in _PERSON_NAMES:
             text = text.rstrip("=^")  # trailing empty components carry nothing
         if text:
-            out[WANTED[tag]] = text
+            out[names[tag]] = text
     return out

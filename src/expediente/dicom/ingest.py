@@ -27,7 +27,8 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 from expediente.blobs.spool import SpoolFile
 from expediente.db.engine import write_transaction
 from expediente.db.prepared import prepare
-from expediente.db.schema import dicom_instance, dicom_series, dicom_study, dicom_study_name
+from expediente.db.schema import dicom_instance, dicom_item, dicom_series, dicom_study, dicom_study_name
+from expediente.dicom import sequences
 from expediente.dicom.parse import Header, NotDicom, parse_header, valid_uid
 from expediente.dicom.status import CANNOT_UNDERSTAND, DATASET_MISMATCH, OUT_OF_RESOURCES, SUCCESS
 from expediente.dicom.names import name_tokens, normalized_name
@@ -442,6 +443,8 @@ def _upsert_study(conn: sa.Connection, header: Header, origin: Origin, at: datet
     )
     if new and (tokens := name_tokens(normalized_name(name)[:324])):  # for fuzzy name search
         conn.execute(dicom_study_name.insert(), [{"token": t, "study_uid": text("StudyInstanceUID")} for t in tokens])
+    if new and (items := sequences.rows(text("StudyInstanceUID"), header.items, "study")):
+        conn.execute(dicom_item.insert(), items)
     return new
 
 
@@ -461,6 +464,8 @@ def _upsert_series(conn: sa.Connection, header: Header) -> bool:
             "instance_count": 0,
         },
     )
+    if new and (items := sequences.rows(text("SeriesInstanceUID"), header.items, "series")):
+        conn.execute(dicom_item.insert(), items)
     return new
 
 

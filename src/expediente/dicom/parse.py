@@ -16,7 +16,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.uid import UID
 
-from expediente.dicom import header_walk
+from expediente.dicom import header_walk, sequences
 
 UNDEFINED = 0xFFFFFFFF
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
@@ -33,6 +33,7 @@ class NotDicom(ValueError):
 @dataclass(frozen=True, slots=True)
 class Header:
     values: dict[str, str]  # the indexed attributes (header_walk.WANTED) as DICOM strings
+    items: dict[str, list[dict[str, str]]]  # the kept items of the indexed sequences (dicom/sequences.py)
     transfer_syntax: str
     pixel_offset: int | None  # where the Pixel Data value starts in the file
     pixel_length: int | None  # its length; -1 when encapsulated (compressed frames)
@@ -67,9 +68,9 @@ def parse_header(path: Path, size: int, head: bytes | bytearray = b"", before_re
 def _parse(source: _Source, size: int) -> Header:
     walked = walk_file(source.head, size)
     if walked is None:
-        values, syntax, media_uid, pixel_at = _parse_with_pydicom(source.file())
+        values, items, syntax, media_uid, pixel_at = _parse_with_pydicom(source.file())
     else:
-        values, syntax, media_uid, pixel_at = walked
+        values, items, syntax, media_uid, pixel_at = walked
     if not syntax:
         raise NotDicom("falta la sintaxis de transferencia (0002,0010) en la cabecera del archivo")
     if not valid_uid(syntax):
@@ -86,16 +87,16 @@ def _parse(source: _Source, size: int) -> Header:
         raise NotDicom("el SOPInstanceUID del conjunto de datos no coincide con el de la cabecera del archivo")
     offset, length = _pixel_value(source, pixel_at if pixel_at is not None else size, size, UID(syntax))
     frames = values.get("NumberOfFrames", "1")
-    return Header(values, syntax, offset, length, max(int(frames), 1) if frames.isdigit() else 1, size)
+    return Header(values, items, syntax, offset, length, max(int(frames), 1) if frames.isdigit() else 1, size)
 
 
 _WALKABLE_IMPLICIT = "1.2.840.10008.1.2"
 _NOT_WALKABLE = {"1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.95"}  # big endian, deflate
 
 
-def walk_file(head: bytes, size: int) -> tuple[dict[str, str], str, str, int | None] | None:
-    """The fast path: file meta and dataset walked in memory (values, transfer syntax, media
-    SOP Instance UID, Pixel Data element offset); None to fall back to pydicom."""
+def walk_file(head: bytes, size: int) -> tuple[dict[str, str], dict[str, list[dict[str, str]]], str, str, int | None] | None:
+    """The fast path: file meta and dataset walked in memory (values, sequence items, transfer
+    syntax, media SOP Instance UID, Pixel Data element offset); None to fall back to pydicom."""
     if len(head) < 144 or head[128:132] != b"DICM":
         return None
     meta = header_walk.walk_meta(head, 132)
@@ -107,13 +108,13 @@ def walk_file(head: bytes, size: int) -> tuple[dict[str, str], str, str, int | N
     walked = header_walk.walk(head, dataset_at, syntax == _WALKABLE_IMPLICIT)
     if walked is None:
         return None
-    values, pixel_at = walked
+    values, items, pixel_at = walked
     if pixel_at is None and len(head) < size:
         return None  # the header goes on past what we hold
-    return values, syntax, media_uid, pixel_at
+    return values, items, syntax, media_uid, pixel_at
 
 
-def _parse_with_pydicom(f: BinaryIO) -> tuple[dict[str, str], str, str, int | None]:
+def _parse_with_pydicom(f: BinaryIO) -> tuple[dict[str, str], dict[str, list[dict[str, str]]], str, str, int | None]:
     f.seek(0)
     try:
         ds = pydicom.dcmread(f, stop_before_pixels=True)
@@ -128,6 +129,7 @@ def _parse_with_pydicom(f: BinaryIO) -> tuple[dict[str, str], str, str, int | No
                 text = text.rstrip("=^")  # as the fast walk keeps names
             if text:
                 values[keyword] = text
+        items = sequences.items_of_dataset(ds)
         # Inside the try: a damaged file meta element (an unknown VR) fails when it is read.
         meta = getattr(ds, "file_meta", None)
         syntax = str(meta.get("TransferSyntaxUID", "") or "") if meta is not None else ""
@@ -136,7 +138,7 @@ def _parse_with_pydicom(f: BinaryIO) -> tuple[dict[str, str], str, str, int | No
         raise NotDicom("no es un archivo DICOM Part 10: faltan el preámbulo con 'DICM' y la metainformación del archivo (grupo 0002)") from None
     except Exception as exc:  # noqa: BLE001 - untrusted bytes: pydicom fails in many ways (BytesLengthException...)
         raise NotDicom(f"no es un archivo DICOM válido: {_short(exc)}") from None
-    return values, syntax, media_uid, pixel_at
+    return values, items, syntax, media_uid, pixel_at
 
 
 def _pixel_value(source: _Source, at: int, size: int, syntax: UID) -> tuple[int | None, int | None]:

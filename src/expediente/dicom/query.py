@@ -12,8 +12,14 @@ match value (a string; a list of dicts for a sequence):
 - PN: matched on ``patient_name_norm`` (accents and case ignored, as most archives do by
   default). With ``fuzzy`` each word of the value is a prefix of some component word of the
   name, in any order: ``garc mar`` finds "García López^María José";
-- sequences: no sequence attribute is indexed, so a sequence key is returned empty and its
-  items do not restrict the match (PS3.4 C.2.2.2.6 leaves unsupported optional keys to the SCP);
+- sequences (PS3.4 C.2.2.2.6): the key is one item whose attributes are matched, by the rules
+  above (text), against the items of the sequences the index keeps (``dicom.sequences``:
+  OtherPatientIDsSequence, IssuerOfAccessionNumberSequence, ProcedureCodeSequence,
+  RequestAttributesSequence); a study (or series) matches when one of its items matches every
+  item key, and the answer carries the matching items with the requested item attributes (an
+  item with no key: every item, every kept attribute). Other sequences, and item attributes
+  the index does not keep, are returned empty and do not restrict the match (the standard
+  leaves unsupported optional keys to the SCP);
 - a known keyword the index does not hold is returned empty and ignored for matching (see
   ``Query.ignored``); at IMAGE level the instance's extra tags (setting dicom_extra_tags) are
   matched and returned, and other attributes are returned from the instance's stored DICOM JSON
@@ -37,8 +43,10 @@ import orjson
 import sqlalchemy as sa
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
-from expediente.db.schema import dicom_instance, dicom_series, dicom_study, dicom_study_name
+from expediente.db.schema import dicom_instance, dicom_item, dicom_series, dicom_study, dicom_study_name
 from expediente.dicom.names import normalized_name
+from expediente.dicom.sequences import INDEXED, IndexedSequence
+from expediente.dicom.sequences import is_sequence as _is_sequence
 
 LEVELS = {"PATIENT": 0, "STUDY": 1, "SERIES": 2, "IMAGE": 3}
 PATIENT, STUDY, SERIES, IMAGE = range(4)
@@ -63,7 +71,7 @@ def _a(keyword: str, level: int, column, kind: str = "text") -> tuple[str, Attr]
     return keyword, Attr(keyword, level, column, kind)
 
 
-S, R, I, N = dicom_study.c, dicom_series.c, dicom_instance.c, dicom_study_name.c
+S, R, I, N, T = dicom_study.c, dicom_series.c, dicom_instance.c, dicom_study_name.c, dicom_item.c
 ATTRS: dict[str, Attr] = dict(
     [
         _a("PatientID", PATIENT, S.patient_id),
@@ -121,16 +129,33 @@ _DATETIME = re.compile(r"^\d{4,14}(\.\d{1,6})?([+-]\d{4})?$")
 
 
 @dataclass
+class SequenceKey:
+    """A key on an indexed sequence: what its items return, and which items match it."""
+
+    sequence: IndexedSequence
+    returned: tuple[str, ...]  # the item attributes an answer's items carry
+    matching: sa.Select | None  # (owner_uid, item) of the items that match; None: every item
+
+
+@dataclass
 class Query:
     """A planned query: the statement, how to read its rows, what was not matched."""
 
     level: int
     statement: sa.Select
-    reads: list[tuple[str, str, int]]  # (keyword, kind, column index | -1 extra or metadata | -2 empty)
+    reads: list[tuple[str, str, int]]  # (keyword, kind, column index | -1 extra or metadata | -2 empty | -3 sequence items)
     extra_index: int | None  # then the extra tags' JSON, and the instance's DICOM JSON after it
     ignored: list[str] = field(default_factory=list)
+    sequences: dict[str, SequenceKey] = field(default_factory=dict)
+    scope: sa.ColumnElement[bool] | None = None  # on dicom_study: whose studies' items a patient shows
 
     def rows(self, conn: sa.Connection) -> list[dict]:
+        out = self._rows(conn)
+        for keyword, key in self.sequences.items():
+            _fill_items(conn, out, keyword, key, self.level, self.scope)
+        return out
+
+    def _rows(self, conn: sa.Connection) -> list[dict]:
         out = []
         for row in conn.execute(self.statement):
             extra = orjson.loads(row[self.extra_index]) if self.extra_index is not None and row[self.extra_index] else {}
@@ -154,6 +179,48 @@ class Query:
         return out
 
 
+def _fill_items(conn: sa.Connection, rows: list[dict], keyword: str, key: SequenceKey, level: int, scope) -> None:
+    """Each answer's matching items of ``keyword``, read from dicom_item in one pass."""
+    if not rows:
+        return
+    seq = key.sequence
+    if level == PATIENT:  # the items of the patient's studies (those the caller may see)
+        studies: dict[tuple[str, str], list[str]] = {}
+        pids = list({r["PatientID"] for r in rows})
+        statement = sa.select(S.study_uid, S.patient_id, S.issuer).where(S.patient_id.in_(pids))
+        if scope is not None:
+            statement = statement.where(scope)
+        for uid, pid, issuer in conn.execute(statement):
+            studies.setdefault((pid, issuer), []).append(uid)
+        owners_of = [studies.get((r["PatientID"], r["IssuerOfPatientID"]), []) for r in rows]
+    else:
+        unique = "SeriesInstanceUID" if seq.owner == "series" else "StudyInstanceUID"
+        owners_of = [[r[unique]] for r in rows]
+    owners = sorted({o for group in owners_of for o in group})
+    found: dict[str, dict[int, dict[str, str]]] = {}
+    matched: set[tuple[str, int]] | None = None if key.matching is None else set()
+    for start in range(0, len(owners), 500):
+        chunk = owners[start : start + 500]
+        found_rows = conn.execute(
+            sa.select(T.owner_uid, T.item, T.keyword, T.value).where(T.sequence == seq.keyword, T.owner_uid.in_(chunk))
+        )
+        for owner, number, attr, value in found_rows:
+            found.setdefault(owner, {}).setdefault(number, {})[attr] = value
+        if matched is not None:
+            m = key.matching.subquery()
+            matched.update(tuple(r) for r in conn.execute(sa.select(m.c.owner_uid, m.c.item).where(m.c.owner_uid.in_(chunk))))
+    for row, group in zip(rows, owners_of):
+        items: list[dict[str, str]] = []
+        for owner in group:
+            for number, values in sorted(found.get(owner, {}).items()):
+                if matched is not None and (owner, number) not in matched:
+                    continue
+                shown = {a: values.get(a, "") for a in key.returned}
+                if shown not in items:  # one patient's studies repeat the same identifiers
+                    items.append(shown)
+        row[keyword] = items
+
+
 def find(conn: sa.Connection, level: str, keys: dict, *, scope, limit: int | None = None, offset: int = 0, fuzzy: bool = False) -> list[dict]:
     """The matches of ``keys`` at ``level`` (see the module docstring), visible to ``scope``."""
     return plan(conn.dialect.name, level, keys, scope=scope, limit=limit, offset=offset, fuzzy=fuzzy).rows(conn)
@@ -172,10 +239,20 @@ def plan(dialect: str, level: str, keys: dict, *, scope, limit: int | None = Non
     wanted: list[str] = []
     ignored: list[str] = []
     extra_keys: list[str] = []
+    sequence_keys: dict[str, SequenceKey] = {}
     for keyword, value in keys.items():
         if keyword in _CONTROL:
             continue
         value = _as_key(keyword, value)
+        seq = INDEXED.get(keyword)
+        if seq is not None and LEVELS[seq.level] <= lv and (lv != PATIENT or seq.level == "PATIENT"):
+            key = _sequence_key(seq, value, match, ignored)
+            sequence_keys[keyword] = key
+            wanted.append(keyword)
+            if key.matching is not None:
+                owner = S.study_uid if seq.owner == "study" else R.series_uid
+                conditions.append(owner.in_(sa.select(key.matching.subquery().c.owner_uid)))
+            continue
         attr = ATTRS.get(keyword)
         if attr is None:
             if tag_for_keyword(keyword) is None:
@@ -208,7 +285,73 @@ def plan(dialect: str, level: str, keys: dict, *, scope, limit: int | None = Non
     if lv == IMAGE:
         extra_keys += [k for k in wanted if k not in ATTRS and k not in extra_keys and not _is_sequence(k)]
     wanted = [k for k in wanted if k not in extra_keys]
-    return _statement(lv, wanted, extra_keys, conditions, ignored, limit, offset)
+    query = _statement(lv, wanted, extra_keys, conditions, ignored, limit, offset, sequence_keys)
+    query.scope = scope.where(dicom_study)
+    return query
+
+
+def _sequence_key(seq: IndexedSequence, value, match: _Matcher, ignored: list[str]) -> SequenceKey:
+    """The key on an indexed sequence: its single item's attributes matched (PS3.4 C.2.2.2.6)."""
+    if isinstance(value, str):
+        if value:
+            raise QueryError(f"{seq.keyword} es una secuencia: su valor debe ser un ítem con atributos, no texto")
+        return SequenceKey(seq, seq.items, None)
+    if len(value) > 1:
+        raise QueryError(f"{seq.keyword}: una clave de secuencia lleva un solo ítem, no {len(value)}")
+    item = _item_keys(value[0]) if value else {}
+    if not item:
+        return SequenceKey(seq, seq.items, None)
+    keys: list[tuple[str, str]] = []
+    for attr, text in item.items():
+        if tag_for_keyword(attr) is None:
+            raise QueryError(f"Atributo DICOM desconocido en {seq.keyword}: {str(attr)[:64]!r}")
+        if attr not in seq.items:
+            if text:
+                ignored.append(f"{seq.keyword}.{attr}")
+        elif text:
+            keys.append((attr, text))
+    conditions = [(attr, cond) for attr, text in keys if (cond := _any_text(match, T.value, text)) is not None]
+    return SequenceKey(seq, tuple(item), _items_matching(seq.keyword, conditions) if conditions else None)
+
+
+def _any_text(match: _Matcher, column: sa.ColumnElement, value: str) -> sa.ColumnElement[bool] | None:
+    return match.any_of(value, lambda v: match.text(column, v))
+
+
+def _items_matching(sequence: str, conditions: list[tuple[str, sa.ColumnElement[bool]]]) -> sa.Select:
+    """(owner_uid, item) of the items of ``sequence`` whose attributes meet every condition
+    (each written on dicom_item.value): the first on the outer row, the others on the same item."""
+    first, *rest = conditions
+    outer = dicom_item.alias("item_0")
+    statement = sa.select(outer.c.owner_uid, outer.c.item).where(
+        outer.c.sequence == sequence, outer.c.keyword == first[0], _on(first[1], outer)
+    )
+    for n, (attr, condition) in enumerate(rest, start=1):
+        inner = dicom_item.alias(f"item_{n}")
+        statement = statement.where(
+            sa.exists().where(inner.c.owner_uid == outer.c.owner_uid, inner.c.sequence == sequence, inner.c.item == outer.c.item,
+                              inner.c.keyword == attr, _on(condition, inner))
+        )
+    return statement
+
+
+def _on(condition: sa.ColumnElement[bool], alias) -> sa.ColumnElement[bool]:
+    """A condition written on dicom_item.value, moved onto ``alias``."""
+    from sqlalchemy.sql.util import ClauseAdapter
+
+    return ClauseAdapter(alias).traverse(condition)
+
+
+def _item_keys(item) -> dict[str, str]:
+    """A key item as C-FIND or QIDO hands it (a dict, or a pydicom Dataset): keyword -> text.
+    Nested sequences in it are not matched."""
+    if isinstance(item, dict):
+        pairs = item.items()
+    elif hasattr(item, "iterall"):  # a pydicom Dataset
+        pairs = [(e.keyword, e.value) for e in item if e.keyword]
+    else:
+        raise QueryError("un ítem de secuencia debe tener atributos")
+    return {k: v for k, v in ((k, _as_key(k, v)) for k, v in pairs) if isinstance(v, str)}
 
 
 def _as_key(keyword: str, value):
@@ -255,13 +398,6 @@ def _has_value(value) -> bool:
     return value is not None
 
 
-def _is_sequence(keyword: str) -> bool:
-    try:
-        return dictionary_VR(keyword) == "SQ"
-    except KeyError:
-        return False
-
-
 def _extra_value(dialect: str, keyword: str) -> sa.ColumnElement:
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import JSONB
@@ -270,10 +406,13 @@ def _extra_value(dialect: str, keyword: str) -> sa.ColumnElement:
     return sa.func.json_extract(dicom_instance.c.extra, f"$.{keyword}")
 
 
-def _statement(lv, wanted, extra_keys, conditions, ignored, limit, offset) -> Query:
+def _statement(lv, wanted, extra_keys, conditions, ignored, limit, offset, sequence_keys) -> Query:
     columns: list[sa.ColumnElement] = []
     reads: list[tuple[str, str, int]] = []
     for keyword in wanted:
+        if keyword in sequence_keys:
+            reads.append((keyword, "sequence", -3))
+            continue
         attr = ATTRS.get(keyword)
         usable = attr is not None and attr.level <= lv and not (lv == PATIENT and attr.level != PATIENT) and not (lv != PATIENT and keyword.startswith("NumberOfPatient"))
         if not usable:
@@ -320,7 +459,7 @@ def _statement(lv, wanted, extra_keys, conditions, ignored, limit, offset) -> Qu
         statement = statement.limit(limit)
     if offset:
         statement = statement.offset(offset)
-    return Query(lv, statement, reads, extra_index, ignored)
+    return Query(lv, statement, reads, extra_index, ignored, sequence_keys)
 
 
 class _Matcher:
