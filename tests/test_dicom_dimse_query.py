@@ -17,6 +17,7 @@ from tests.dimse_helpers import need_dcmtk, start
 STUDY_A = "1.2.826.0.1.3680043.10.1089.501"
 STUDY_B = "1.2.826.0.1.3680043.10.1089.502"
 STUDY_C = "1.2.826.0.1.3680043.10.1089.503"  # sent by another institution
+CURP_B = "LODJ800101HDFPZS09"
 
 
 @pytest.fixture
@@ -26,7 +27,8 @@ def archive(settings, services, tmp_path):
     try:
         sent = {}
         a = [ct_slice(study_uid=STUDY_A, series_uid=STUDY_A + ".1", sop_uid=f"{STUDY_A}.1.{i}", number=i, study_date="20240315") for i in (1, 2, 3)]
-        b = [ct_slice(study_uid=STUDY_B, series_uid=STUDY_B + ".1", sop_uid=f"{STUDY_B}.1.1", patient_id="MRN-0002", name="López Díaz^José", study_date="20251120", modality="MR")]
+        b = [ct_slice(study_uid=STUDY_B, series_uid=STUDY_B + ".1", sop_uid=f"{STUDY_B}.1.1", patient_id="MRN-0002", name="López Díaz^José", study_date="20251120", modality="MR",
+                      other_ids=((CURP_B, "CURP"), ("IMB-4411", "IMSS-BIENESTAR")), requests=(("RP-7", "SPS-7"),))]
         c = [ct_slice(study_uid=STUDY_C, series_uid=STUDY_C + ".1", sop_uid=f"{STUDY_C}.1.1", patient_id="MRN-0003", name="Hernández Ruiz^Ana", study_date="20240601")]
         for name, files, calling in (("a", a, "MODALIDAD"), ("b", b, "MODALIDAD"), ("c", c, "OTRA_INST")):
             paths = [peer.write(f"{name}{i}.dcm", data) for i, data in enumerate(files)]
@@ -88,6 +90,27 @@ def test_find_patient_root_levels(archive, tmp_path):
     assert [(a.SeriesInstanceUID, a.Modality) for a in answers] == [(STUDY_A + ".1", "CT")]
     answers, _ = _find(archive, tmp_path, "QueryRetrieveLevel=IMAGE", f"StudyInstanceUID={STUDY_A}", f"SeriesInstanceUID={STUDY_A}.1", "SOPInstanceUID", "InstanceNumber")
     assert [a.SOPInstanceUID for a in answers] == [f"{STUDY_A}.1.{i}" for i in (1, 2, 3)]
+
+
+def test_find_matches_sequence_items(archive, tmp_path):
+    """Sequence matching as findscu sends it: the patient by an identifier of another
+    institution, the series by the order that caused it; matching items come back."""
+    found, _ = _find(archive, tmp_path, "QueryRetrieveLevel=STUDY", "StudyInstanceUID",
+                     "OtherPatientIDsSequence[0].PatientID=IMB-*", "OtherPatientIDsSequence[0].IssuerOfPatientID=IMSS-BIENESTAR")
+    assert [d.StudyInstanceUID for d in found] == [STUDY_B]
+    (item,) = found[0].OtherPatientIDsSequence
+    assert item.PatientID == "IMB-4411" and item.IssuerOfPatientID == "IMSS-BIENESTAR"
+    found, _ = _find(archive, tmp_path, "QueryRetrieveLevel=STUDY", "StudyInstanceUID",
+                     f"OtherPatientIDsSequence[0].PatientID={CURP_B}", "OtherPatientIDsSequence[0].IssuerOfPatientID=IMSS-BIENESTAR")
+    assert found == []  # the values exist, but not in one item
+    found, _ = _find(archive, tmp_path, "QueryRetrieveLevel=PATIENT", "PatientID", f"OtherPatientIDsSequence[0].PatientID={CURP_B}", root="-P")
+    assert [d.PatientID for d in found] == ["MRN-0002"]
+    found, _ = _find(archive, tmp_path, "QueryRetrieveLevel=SERIES", f"StudyInstanceUID={STUDY_B}", "SeriesInstanceUID",
+                     "RequestAttributesSequence[0].RequestedProcedureID=RP-7", "RequestAttributesSequence[0].ScheduledProcedureStepID")
+    assert [d.SeriesInstanceUID for d in found] == [STUDY_B + ".1"]
+    assert [(i.RequestedProcedureID, i.ScheduledProcedureStepID) for i in found[0].RequestAttributesSequence] == [("RP-7", "SPS-7")]
+    found, _ = _find(archive, tmp_path, "QueryRetrieveLevel=SERIES", f"StudyInstanceUID={STUDY_B}", "RequestAttributesSequence[0].RequestedProcedureID=RP-8")
+    assert found == []
 
 
 def test_find_patient_level_in_study_root_is_refused(archive, tmp_path):

@@ -27,9 +27,10 @@ def _put(archive, **tags) -> None:
 def _fill(archive) -> None:
     for n in (2, 1):
         _put(archive, study_uid="1.2.1", series_uid="1.2.1.1", sop_uid=f"1.2.1.1.{n}", number=n, name="Hernández Cruz^María Guadalupe",
-             patient_id="MRN-0001", accession="ACC-100", study_date="20261115", modality="CT")
+             patient_id="MRN-0001", accession="ACC-100", study_date="20261115", modality="CT",
+             other_ids=(("HECM791203MDFRRR05", "CURP"), ("ISS-77", "ISSSTE")))
     _put(archive, study_uid="1.2.2", series_uid="1.2.2.1", sop_uid="1.2.2.1.1", name="García López^José Luis", patient_id="P2",
-         accession="ACC-200", study_date="20200101", modality="MR")
+         accession="ACC-200", study_date="20200101", modality="MR", requests=(("RP-3", "SPS-3"),))
     _put(archive, study_uid="1.2.2", series_uid="1.2.2.2", sop_uid="1.2.2.2.1", name="García López^José Luis", patient_id="P2",
          accession="ACC-200", study_date="20200101", modality="CT")
 
@@ -65,6 +66,21 @@ def test_study_search_answers_dicom_json(client, auth, world):
     got = _get(client, auth, "/dicomweb/studies", PatientName="jose garc", fuzzymatching="true").json()
     assert [_value(s, "0020000D") for s in got] == ["1.2.2"]
     assert _get(client, auth, "/dicomweb/studies", PatientName="jose garc").status_code == 204  # exact match without fuzzy
+
+
+def test_sequence_matching_by_dotted_keys(client, auth, world):
+    """The dotted keys of one sequence are one item: a study matches when one item meets them."""
+    r = _get(client, auth, "/dicomweb/studies", **{"OtherPatientIDsSequence.PatientID": "ISS-*", "OtherPatientIDsSequence.IssuerOfPatientID": "ISSSTE"})
+    (study,) = r.json()
+    assert _value(study, "0020000D") == "1.2.1"
+    assert study["00101002"] == {"vr": "SQ", "Value": [{"00100020": {"vr": "LO", "Value": ["ISS-77"]}, "00100021": {"vr": "LO", "Value": ["ISSSTE"]}}]}
+    by_tags = _get(client, auth, "/dicomweb/studies", **{"00101002.00100020": "ISS-77", "00101002.00100021": "CURP"})
+    assert by_tags.status_code == 204  # both values exist, in different items
+    series = _get(client, auth, "/dicomweb/studies/1.2.2/series", **{"RequestAttributesSequence.RequestedProcedureID": "RP-3"}).json()
+    assert [_value(s, "0020000E") for s in series] == ["1.2.2.1"]
+    assert series[0]["00400275"]["Value"] == [{"00401001": {"vr": "SH", "Value": ["RP-3"]}}]
+    r = _get(client, auth, "/dicomweb/studies", **{"OtherPatientIDsSequence.PurposeOfReferenceCodeSequence.CodeValue": "X"})
+    assert r.status_code == 400 and "un nivel" in r.text
 
 
 def test_matching_ranges_wildcards_and_uid_lists(client, auth, world):

@@ -364,3 +364,18 @@ def test_image_answers_read_other_attributes_from_the_stored_metadata(archive):
     archive.follower.catch_up()
     (after,) = archive.find("IMAGE", keys, scope=EVERYTHING)
     assert after["BitsAllocated"] == 16 and float(after["WindowCenter"]) == 40 and after["PatientName"] == "Núñez^Ana"
+
+
+def test_the_migration_backfills_items_from_the_stored_metadata(archive):
+    """Studies indexed before dicom_item existed get their items from their DICOM JSON."""
+    from expediente.db.schema import dicom_item
+    from expediente.dicom.sequences import backfill
+
+    archive.follower.catch_up()
+    order = (dicom_item.c.owner_uid, dicom_item.c.sequence, dicom_item.c.item, dicom_item.c.keyword)
+    with archive.engine.begin() as conn:
+        ingested = conn.execute(sa.select(dicom_item).order_by(*order)).all()
+        conn.execute(dicom_item.delete())
+        assert backfill(conn) == len(ingested)
+        assert conn.execute(sa.select(dicom_item).order_by(*order)).all() == ingested
+    assert {("1.2.1", "OtherPatientIDsSequence"), ("1.2.1.1", "RequestAttributesSequence")} <= {(r.owner_uid, r.sequence) for r in ingested}

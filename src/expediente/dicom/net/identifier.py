@@ -70,12 +70,20 @@ def encode_identifier(answer: dict, level: str, transfer_syntax: str, *, request
         if keyword not in answer and keyword not in requested:
             continue
         if isinstance(value, list):
-            setattr(ds, keyword, Sequence([]))
+            setattr(ds, keyword, Sequence([_item(i) for i in value]))
         elif value is None or value == "":
             setattr(ds, keyword, None)
         else:
             setattr(ds, keyword, value)
     return encode(ds, transfer_syntax == IMPLICIT_LE, transfer_syntax != EXPLICIT_BE)
+
+
+def _item(values: dict) -> Dataset:
+    """A matching sequence item: its requested attributes (empty ones present, zero length)."""
+    item = Dataset()
+    for keyword, value in values.items():
+        setattr(item, keyword, value if value != "" else None)
+    return item
 
 
 def dataset_of(part10: bytes) -> memoryview:

@@ -1,8 +1,9 @@
 """QIDO-RS (PS3.18 10.6): search studies, series and instances, answered in DICOM JSON.
 
 Query parameters: attribute matching by keyword or tag (``PatientName=garc*``,
-``00100020=MRN-1``; UID lists with commas or backslashes; a dotted path names a sequence
-item attribute, which the index does not match), ``includefield`` (keywords, tags or ``all``;
+``00100020=MRN-1``; UID lists with commas or backslashes; a dotted path names an attribute of
+a sequence's item, ``OtherPatientIDsSequence.PatientID=HECM791203MDFRRR05``, and the dotted
+keys of one sequence make one item to match), ``includefield`` (keywords, tags or ``all``;
 repeated or comma-separated), ``limit``/``offset``, ``fuzzymatching=true``. Matching itself is
 ``expediente.dicom.query`` (shared with C-FIND). No match answers 204 No Content, as PS3.18
 8.3.4.4.1 requires today (CP-2473 proposes 200 with an empty body; dicomweb-client reads
@@ -73,10 +74,14 @@ def parse(request: Request, level: str, fixed: dict[str, str], scope: str) -> tu
             include += [v.strip() for v in value.split(",") if v.strip()]
         elif name in _CONTROL:
             continue
-        elif "." in name:  # sequence matching: SequenceKeyword.ItemKeyword
+        elif "." in name:  # sequence matching: SequenceKeyword.ItemKeyword, one item per sequence
             head, _, rest = name.partition(".")
-            item = {_keyword(p): value for p in rest.split(".")[-1:]}
-            keys[_keyword(head)] = [item]
+            if "." in rest:
+                raise _bad(f"Solo se compara un nivel de secuencia: {name[:64]!r}")
+            sequence = keys.get(_keyword(head))
+            if not isinstance(sequence, list) or not sequence:
+                sequence = keys[_keyword(head)] = [{}]
+            sequence[0][_keyword(rest)] = value
         else:
             keyword = _keyword(name)
             if _vr(keyword) == "UI":
@@ -128,8 +133,22 @@ def _element(keyword: str) -> tuple[str, str] | None:
 
 def to_json(row: dict, base: str, level: str) -> dict:
     """One answer in DICOM JSON (PS3.18 F.2), attributes in tag order."""
+    out = _attributes(row)
+    url = f"{base}/studies/{row['StudyInstanceUID']}"
+    if level in ("SERIES", "IMAGE"):
+        url += f"/series/{row['SeriesInstanceUID']}"
+    if level == "IMAGE":
+        url += f"/instances/{row['SOPInstanceUID']}"
+    out["00080005"] = {"vr": "CS", "Value": ["ISO_IR 192"]}
+    out["00080056"] = {"vr": "CS", "Value": ["ONLINE"]}
+    out["00081190"] = {"vr": "UR", "Value": [url]}
+    return dict(sorted(out.items()))
+
+
+def _attributes(values: dict) -> dict[str, dict]:
+    """Keyword -> value (a sequence: a list of such dicts) as DICOM JSON elements, in tag order."""
     out: dict[str, dict] = {}
-    for keyword, value in row.items():
+    for keyword, value in values.items():
         known = _element(keyword)
         if known is None:
             continue
@@ -137,7 +156,7 @@ def to_json(row: dict, base: str, level: str) -> dict:
         element: dict = {"vr": vr}
         if vr == "SQ":
             if value:  # an empty sequence has no Value (PS3.18 F.2.5)
-                element["Value"] = value
+                element["Value"] = [_attributes(item) for item in value]
         elif value not in (None, ""):
             if vr == "PN":
                 element["Value"] = [{"Alphabetic": value}]
@@ -148,14 +167,6 @@ def to_json(row: dict, base: str, level: str) -> dict:
             else:
                 element["Value"] = str(value).split("\\")
         out[tag] = element
-    url = f"{base}/studies/{row['StudyInstanceUID']}"
-    if level in ("SERIES", "IMAGE"):
-        url += f"/series/{row['SeriesInstanceUID']}"
-    if level == "IMAGE":
-        url += f"/instances/{row['SOPInstanceUID']}"
-    out["00080005"] = {"vr": "CS", "Value": ["ISO_IR 192"]}
-    out["00080056"] = {"vr": "CS", "Value": ["ONLINE"]}
-    out["00081190"] = {"vr": "UR", "Value": [url]}
     return dict(sorted(out.items()))
 
 
