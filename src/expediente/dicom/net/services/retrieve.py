@@ -1,6 +1,7 @@
 """C-MOVE and C-GET: the instances an identifier names (within the AE's institution) sent as
-C-STORE sub-operations, exactly as stored: to a known destination AE over a sub-association
-(C-MOVE) or back on the same association (C-GET). Pending responses carry the counts."""
+C-STORE sub-operations, exactly as stored where the peer accepts their syntax (else converted
+losslessly, ``offer.py``): to a known destination AE over a sub-association (C-MOVE) or back on
+the same association (C-GET). Pending responses carry the counts."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import logging
 from dataclasses import dataclass
 
 from expediente.dicom.archive import InstanceRef
-from expediente.dicom.net import dimse
-from expediente.dicom.net.identifier import UNIQUE, dataset_of
+from expediente.dicom.net import dimse, offer
+from expediente.dicom.net.identifier import UNIQUE
 from expediente.dicom.net.scu import AssociationRefused, Requestor
 from expediente.dicom.net.services.find import cancelled, read_request, refuse, scope_of
 from expediente.dicom.query import QueryError
@@ -104,11 +105,10 @@ def c_move(session, ctx: int, command: dict) -> None:
     if not refs:
         _final(session, ctx, command, field, Counts(0), False)
         return
-    proposals = sorted({(r.sop_class_uid, r.transfer_syntax) for r in refs})
     try:
         scu = Requestor.open(
             destination.host, destination.port, calling=session.settings.dicom_ae_title, called=destination.title,
-            proposals=[(sop_class, [ts]) for sop_class, ts in proposals][:128], max_pdu=session.settings.dicom_max_pdu,
+            proposals=offer.proposals(refs), max_pdu=session.settings.dicom_max_pdu,
         )
     except (AssociationRefused, OSError) as exc:
         refuse(session, ctx, command, field, UNABLE_TO_PERFORM_SUBOPERATIONS, f"no se pudo asociar con {destination.title}: {str(exc)[:80]}")
@@ -119,10 +119,13 @@ def c_move(session, ctx: int, command: dict) -> None:
             if cancelled(session):
                 stopped = True
                 break
-            sub_ctx = scu.context_for(ref.sop_class_uid, ref.transfer_syntax)
-            status = 0xA702
-            if sub_ctx is not None:
-                rsp = scu.store(sub_ctx, ref.sop_class_uid, ref.sop_instance_uid, dataset_of(session.archive.read(ref)), originator=(session.ae.title, command.get(dimse.MESSAGE_ID, 0)))
+            try:
+                sub_ctx, syntax = offer.choose(scu.context_for, ref)
+                data = offer.payload(session.archive.read(ref), ref, syntax)
+            except offer.NotSendable:
+                status = UNABLE_TO_PERFORM_SUBOPERATIONS
+            else:
+                rsp = scu.store(sub_ctx, ref.sop_class_uid, ref.sop_instance_uid, data, originator=(session.ae.title, command.get(dimse.MESSAGE_ID, 0)))
                 status = rsp.get(dimse.STATUS, 0xC000)
             counts.done(status)
             session.note_study(ref.study_uid)
@@ -148,9 +151,13 @@ def c_get(session, ctx: int, command: dict) -> None:
         if cancelled(session):
             stopped = True
             break
-        sub_ctx = session.accepted.context_for(ref.sop_class_uid, ref.transfer_syntax)
-        if sub_ctx is None or ref.sop_class_uid not in session.accepted.scp_role:
-            counts.done(0xA702)  # no context (or no SCP role) for this class and syntax
+        try:
+            if ref.sop_class_uid not in session.accepted.scp_role:
+                raise offer.NotSendable("el solicitante no tomó el papel de SCP para esta clase")
+            sub_ctx, syntax = offer.choose(session.accepted.context_for, ref)
+            data = offer.payload(session.archive.read(ref), ref, syntax)
+        except offer.NotSendable:
+            counts.done(UNABLE_TO_PERFORM_SUBOPERATIONS)  # no context, no SCP role, or no conversion
         else:
             message_id = message_id % 65535 + 1
             store = {
@@ -158,7 +165,7 @@ def c_get(session, ctx: int, command: dict) -> None:
                 dimse.AFFECTED_SOP_CLASS: ref.sop_class_uid, dimse.AFFECTED_SOP_INSTANCE: ref.sop_instance_uid,
                 dimse.MOVE_ORIGINATOR_AE: session.ae.title, dimse.MOVE_ORIGINATOR_ID: command.get(dimse.MESSAGE_ID, 0),
             }
-            link.send(sub_ctx, store, dataset_of(session.archive.read(ref)))
+            link.send(sub_ctx, store, data)
             status = None
             while status is None:
                 rsp_ctx, rsp = link.command()
