@@ -104,8 +104,11 @@ def test_an_index_row_whose_file_never_arrived_is_stored_anew(services):
     assert _read(services, "1.2.3.9.1") == data
 
 
+@pytest.mark.parametrize("arriving", [False, True], ids=["alone", "others-arriving"])
 @pytest.mark.parametrize("sync", ["auto", "files"])
-def test_a_file_that_cannot_be_flushed_is_refused_and_takes_its_index_rows_back(services, settings, monkeypatch, sync):
+def test_a_file_that_cannot_be_flushed_is_refused_and_takes_its_index_rows_back(services, settings, monkeypatch, sync, arriving):
+    """Alone, the file is closed and renamed on a flusher thread while the index commits; with
+    other instances arriving, on the receiving thread. Either way a failed flush leaves nothing."""
     if sync == "auto" and not fs_flush.available():
         pytest.skip("syncfs (Linux) is not available here: blob_sync 'auto' flushes file by file")
     archive = Archive(services.engine, make_blob_store(dataclasses.replace(settings, blob_sync=sync)), settings)
@@ -123,9 +126,14 @@ def test_a_file_that_cannot_be_flushed_is_refused_and_takes_its_index_rows_back(
     # The disk fails: fault injection below our code (the flush of one file, or of the file system).
     monkeypatch.setattr(os, "fdatasync", failing_disk)
     monkeypatch.setattr(fs_flush, "_SYNCFS", failing_syncfs)
+    other = archive.ingest.begin_file(origin=ORIGIN) if arriving else None
+    assert archive.ingest.receiving() == (1 if arriving else 0)
     with pytest.raises(Refused) as refused:
         archive.store_file(ct_slice(sop_uid="1.2.3.10.2", study_uid="1.2.3.10", series_uid="1.2.3.10.0", number=2), origin=ORIGIN)
     monkeypatch.undo()
+    if other is not None:
+        other.abort()
+    assert archive.ingest.receiving() == 0
     assert refused.value.status == OUT_OF_RESOURCES and "no se pudo guardar" in refused.value.reason
     assert _rows(services) == before_rows and _blobs(services) == before_blobs
     assert _counts(services, "1.2.3.10") == (1, 1)

@@ -127,14 +127,18 @@ class BlobStore:
         check_key(key)
         try:
             if self.exists(key):
+                tmp.unlink(missing_ok=True)
                 return False
             if self.keyring is None:
                 self._adopt_plain(tmp, key, durable)
             else:
                 with open(tmp, "rb") as f:
                     self._write(key, lambda out: self._encode(out, plain_chunks(f, self.read_chunk), bytes.fromhex(key)))
-        finally:
+            if self.keyring is not None or not self.adopts_by_rename:  # else the rename took it
+                tmp.unlink(missing_ok=True)
+        except BaseException:
             tmp.unlink(missing_ok=True)
+            raise
         return True
 
     def _encode(self, f: BinaryIO, chunks: Iterable[bytes], digest: bytes) -> None:

@@ -31,6 +31,7 @@ class LocalBlobStore(BlobStore):
         if sync not in ("auto", "files"):
             raise BlobConfigError(f'blob_sync debe ser "auto" o "files", no {sync!r}')
         self.root = Path(root)
+        self._root = str(self.root)
         self.spool = self.root / "spool"
         self._spool_made = False
         self.keyring = keyring
@@ -45,8 +46,12 @@ class LocalBlobStore(BlobStore):
         return f"archivos locales en {self.root}"
 
     def _path(self, key: str) -> Path:
+        return Path(self._file(key))
+
+    def _file(self, key: str) -> str:
+        """The blob's path as text: the hot path's stat and rename skip pathlib's parsing."""
         check_key(key)
-        return self.root / key[:2] / key[2:4] / key
+        return f"{self._root}/{key[:2]}/{key[2:4]}/{key}"
 
     @contextmanager
     def _open(self, key: str) -> Iterator[BinaryIO]:
@@ -67,16 +72,16 @@ class LocalBlobStore(BlobStore):
         return SpoolFile(self.spool, direct=True)
 
     def _adopt_plain(self, tmp: Path, key: str, durable: bool = True) -> None:
-        path = self._path(key)
+        path = self._file(key)
         try:
             os.replace(tmp, path)  # no copy
         except FileNotFoundError:  # the first blob of its fan-out directory
             if not tmp.exists():
                 raise
-            self._make_dirs(path.parent, durable)
+            self._make_dirs(Path(path).parent, durable)
             os.replace(tmp, path)
         if durable:
-            _fsync_dir(path.parent)
+            _fsync_dir(Path(path).parent)
 
     def _make_top_level(self) -> None:
         """The 256 first-level fan-out directories, made together before the first blob is
@@ -121,10 +126,13 @@ class LocalBlobStore(BlobStore):
         _fsync_dir(path.parent)
 
     def exists(self, key: str) -> bool:
-        return self._path(key).exists()
+        return os.path.exists(self._file(key))
 
     def discard(self, key: str) -> None:
-        self._path(check_key(key)).unlink(missing_ok=True)
+        try:
+            os.unlink(self._file(key))
+        except FileNotFoundError:
+            pass
 
     def keys(self) -> Iterator[str]:
         """Every stored blob's key (temporary files of unfinished writes excluded)."""

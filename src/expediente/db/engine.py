@@ -61,6 +61,60 @@ def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
                 yield conn
 
 
+class DriverWrites:
+    """SQLite write transactions on the driver's own connections, for a writer whose every call
+    is a few prepared statements (the DICOM ingest's index rows): no pool checkout, no
+    SQLAlchemy transaction, still queued with the other writers. The connections come from the
+    engine (its pragmas applied) and are kept by this object until ``close``."""
+
+    def __init__(self, engine: sa.Engine):
+        if not is_sqlite(engine):
+            raise ValueError("DriverWrites es solo para SQLite")
+        self._engine = engine
+        self._queue = _QUEUES[engine]
+        self._idle: list = []  # list.pop/append are atomic: no lock needed
+        self._pid = os.getpid()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator:
+        """BEGIN IMMEDIATE ... COMMIT on a driver cursor; ROLLBACK if the block (or the commit)
+        raises. A connection whose rollback fails too is dropped, not reused."""
+        if self._pid != os.getpid():  # a forked process never shares a parent's SQLite connection
+            self._idle, self._pid = [], os.getpid()
+        try:
+            fairy = self._idle.pop()
+        except IndexError:
+            fairy = self._engine.raw_connection()
+        connection = fairy.driver_connection
+        reusable = True
+        try:
+            with self._queue.hold():
+                connection.execute("BEGIN IMMEDIATE")
+                try:
+                    cursor = connection.cursor()
+                    try:
+                        yield cursor
+                    finally:
+                        cursor.close()
+                    connection.execute("COMMIT")
+                except BaseException:
+                    try:
+                        if connection.in_transaction:
+                            connection.execute("ROLLBACK")
+                    except Exception:  # noqa: BLE001 - the connection is unusable
+                        reusable = False
+                    raise
+        finally:
+            if reusable and not connection.in_transaction:
+                self._idle.append(fairy)
+            else:
+                fairy.invalidate()
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.pop().close()
+
+
 def make_engine(settings: Settings, *, sqlite_synchronous: str | None = None) -> sa.Engine:
     """The engine for ``settings``; ``sqlite_synchronous`` overrides the setting for a writer
     that makes its commits durable another way (the DICOM ingest's file-system flush)."""

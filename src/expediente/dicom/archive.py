@@ -135,6 +135,7 @@ class Archive:
         return cls(make_engine(settings), make_blob_store(settings), settings)
 
     def close(self) -> None:
+        self.ingest.close()
         self.engine.dispose()
         if self._index_engine is not None:
             self._index_engine.dispose()

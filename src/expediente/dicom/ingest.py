@@ -12,6 +12,7 @@ import hashlib
 import io
 import os
 import struct
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ import sqlalchemy as sa
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
 from expediente.blobs.spool import SpoolFile
-from expediente.db.engine import write_transaction
+from expediente.db.engine import DriverWrites, is_sqlite, write_transaction
 from expediente.db.prepared import prepare
 from expediente.db.schema import dicom_instance, dicom_item, dicom_series, dicom_study, dicom_study_name
 from expediente.dicom import sequences
@@ -94,6 +95,17 @@ class Ingest:
         self.flushes_file_system = blobs.file_system_flush is not None and blobs.adopts_by_rename and blobs.keyring is None
         # Series known to be indexed (series UID -> study UID): their rows need no upsert.
         self._known_series: dict[str, str] = {}
+        # SQLite: the hot path's index rows go straight to the driver (db/engine.py).
+        self._driver_writes = DriverWrites(engine) if is_sqlite(engine) else None
+        self._receiving = 0  # receipts begun and not yet finished or aborted, in this process
+        self._receiving_lock = threading.Lock()
+
+    def count_receipt(self, change: int) -> None:
+        with self._receiving_lock:
+            self._receiving += change
+
+    def receiving(self) -> int:
+        return self._receiving
 
     # ------------------------------------------------------------------ receiving
 
@@ -151,8 +163,10 @@ class Ingest:
             "extra": extra,
         }
         known = self._known_series.get(series_uid) == study_uid
+        if known and self._driver_writes is not None and self._index_known(row, at):
+            return Stored(SUCCESS, sop_class, sop_uid, study_uid, series_uid, key)
         with write_transaction(self.engine) as conn:
-            if not prepare(conn.dialect, _insert_ignoring(conn, dicom_instance), tuple(row)).run(conn, row):
+            if not prepare(conn.dialect, _insert_ignoring(conn.dialect.name, dicom_instance), tuple(row)).run(conn, row):
                 return self._duplicate(conn, row)
             new_study = new_series = False
             if not known:
@@ -166,6 +180,29 @@ class Ingest:
             self._known_series.clear()
         self._known_series[series_uid] = study_uid
         return Stored(SUCCESS, sop_class, sop_uid, study_uid, series_uid, key, new_study=new_study)
+
+    def _index_known(self, row: dict, at: datetime) -> bool:
+        """The common case on SQLite, an instance of a series already indexed: its row and the
+        two counts, prepared statements on a driver connection. False, with nothing written,
+        when the SOP Instance UID is already indexed (the full path decides)."""
+        dialect = self.engine.dialect
+        insert = prepare(dialect, _insert_ignoring(dialect.name, dicom_instance), tuple(row))
+        series, study = prepare(dialect, _COUNT_SERIES), prepare(dialect, _COUNT_STUDY)
+        try:
+            with self._driver_writes.transaction() as cursor:
+                cursor.execute(insert.sql, insert.args(row))
+                if cursor.rowcount != 1:
+                    raise _AlreadyIndexed
+                cursor.execute(series.sql, series.args({"b_series": row["series_uid"]}))
+                cursor.execute(study.sql, study.args({"b_study": row["study_uid"], "b_new_series": 0, "b_at": at}))
+        except _AlreadyIndexed:
+            return False
+        return True
+
+    def close(self) -> None:
+        self.flusher.shutdown(wait=True)
+        if self._driver_writes is not None:
+            self._driver_writes.close()
 
     def _duplicate(self, conn: sa.Connection, row: dict) -> Stored:
         """A SOP Instance UID already stored: kept as it is, or replaced (dicom_duplicates).
@@ -230,6 +267,8 @@ class Receipt:
         self._size = 0
         self._head = bytearray()  # the first bytes, where the header is: parsed from memory
         self._open = True
+        ingest.count_receipt(1)
+        self._counted = True
 
     def write(self, chunk: bytes | memoryview) -> None:
         self._size += len(chunk)
@@ -241,7 +280,13 @@ class Receipt:
             self._head += chunk[: HEAD_BYTES - len(self._head)]
         self._spooled.write(chunk)
 
+    def _uncount(self) -> None:
+        if self._counted:
+            self._counted = False
+            self._ingest.count_receipt(-1)
+
     def abort(self) -> None:
+        self._uncount()
         if self._open:
             self._open = False
             self._spooled.discard()
@@ -255,6 +300,8 @@ class Receipt:
         leave an index row whose file never arrived; nothing was acknowledged, and when the
         sender sends again the duplicate check sees the file missing and stores it anew."""
         ingest = self._ingest
+        alone = ingest.receiving() <= 1
+        self._uncount()
         try:
             # The last buffered bytes are written by the flush, unless the file must be read first.
             header = parse_header(self._spooled.path, self._size, self._head, before_reading=self._spooled.end)
@@ -264,8 +311,14 @@ class Receipt:
             self._open = False  # the temporary file is handed over
             if ingest.blobs.adopts_by_rename and ingest.blobs.keyring is None:
                 flush_later = ingest.flushes_file_system
-                moved = ingest.flusher.submit(ingest.make_durable, self._spooled, key, not flush_later)
-                stored = _index_then_wait(ingest, moved, header, key, self._origin, extra)
+                if flush_later and not alone:
+                    # Others are arriving: close and rename here. With the cores busy the
+                    # hand-off to a flusher thread costs more CPU than the overlap saves.
+                    ingest.make_durable(self._spooled, key, False)
+                    stored = _index_or_discard(ingest, header, key, self._origin, extra)
+                else:
+                    moved = ingest.flusher.submit(ingest.make_durable, self._spooled, key, not flush_later)
+                    stored = _index_then_wait(ingest, moved, header, key, self._origin, extra)
                 if flush_later:
                     _flush_file_system(ingest, stored)
             else:
@@ -395,11 +448,15 @@ _COUNT_STUDY = (
 _INSERT_IGNORING: dict[tuple[str, str], sa.Insert] = {}
 
 
-def _insert_ignoring(conn: sa.Connection, table: sa.Table) -> sa.Insert:
-    """INSERT ... ON CONFLICT DO NOTHING for this engine (rowcount 0: the row existed)."""
-    key = (conn.dialect.name, table.name)
+class _AlreadyIndexed(Exception):
+    pass
+
+
+def _insert_ignoring(dialect_name: str, table: sa.Table) -> sa.Insert:
+    """INSERT ... ON CONFLICT DO NOTHING for this database (rowcount 0: the row existed)."""
+    key = (dialect_name, table.name)
     if key not in _INSERT_IGNORING:
-        if conn.dialect.name == "postgresql":
+        if dialect_name == "postgresql":
             from sqlalchemy.dialects.postgresql import insert
         else:
             from sqlalchemy.dialects.sqlite import insert
@@ -410,7 +467,7 @@ def _insert_ignoring(conn: sa.Connection, table: sa.Table) -> sa.Insert:
 
 def _insert_ignoring_conflict(conn: sa.Connection, table: sa.Table, values: dict) -> bool:
     """True when the row was new."""
-    return conn.execute(_insert_ignoring(conn, table), values).rowcount == 1
+    return conn.execute(_insert_ignoring(conn.dialect.name, table), values).rowcount == 1
 
 
 def _upsert_study(conn: sa.Connection, header: Header, origin: Origin, at: datetime) -> bool:
