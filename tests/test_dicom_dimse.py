@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 
 import sqlalchemy as sa
 
@@ -124,6 +125,31 @@ def test_parallel_associations_across_processes(settings, services, tmp_path):
     finally:
         handle.stop()
     assert all(not os.path.exists(f"/proc/{pid}") for pid in handle.pids)
+
+
+def test_parallel_associations_spread_evenly_over_the_processes(settings, services, tmp_path):
+    """Four associations opened at once into two receiving processes: two each (one
+    interpreter lock per process, so an uneven split would slow the busier one)."""
+    from expediente.dicom.net.scu import Requestor
+    from tests.dimse_helpers import AE_TITLE
+
+    handle, peer = start(settings, services, tmp_path, dicom_processes=2)
+    opened = []
+    try:
+        deadline = time.monotonic() + 30
+        while min(handle.associations()) < 0 and time.monotonic() < deadline:
+            time.sleep(0.01)  # both processes accepting
+        opened = [Requestor.open("127.0.0.1", peer.port, calling="MODALIDAD", called=AE_TITLE, proposals=[("1.2.840.10008.1.1", ["1.2.840.10008.1.2"])])
+                  for _ in range(4)]
+        deadline = time.monotonic() + 5
+        while sum(handle.associations()) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sorted(handle.associations()) == [2, 2]
+        assert all(scu.echo() == 0 for scu in opened)
+    finally:
+        for scu in opened:
+            scu.release()
+        handle.stop()
 
 
 def test_serve_without_ae_file_says_dimse_is_off(settings, caplog):

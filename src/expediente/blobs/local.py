@@ -76,12 +76,12 @@ class LocalBlobStore(BlobStore):
         try:
             os.replace(tmp, path)  # no copy
         except FileNotFoundError:  # the first blob of its fan-out directory
-            if not tmp.exists():
+            if not os.path.exists(tmp):
                 raise
-            self._make_dirs(Path(path).parent, durable)
+            self._make_dirs(os.path.dirname(path), durable)
             os.replace(tmp, path)
         if durable:
-            _fsync_dir(Path(path).parent)
+            _fsync_dir(os.path.dirname(path))
 
     def _make_top_level(self) -> None:
         """The 256 first-level fan-out directories, made together before the first blob is
@@ -96,23 +96,24 @@ class LocalBlobStore(BlobStore):
         if made:
             _fsync_dir(self.root)
 
-    def _make_dirs(self, directory: Path, durable: bool = True) -> None:
+    def _make_dirs(self, directory: str, durable: bool = True) -> None:
         """Create the fan-out directories down to ``directory``, each one durably (its parent
         flushed: a new directory entry survives a crash only then) unless the caller flushes
         the whole file system afterwards."""
-        if directory == self.root or directory.is_dir():
+        if directory == self._root or os.path.isdir(directory):
             return
-        self._make_dirs(directory.parent, durable)
+        parent = os.path.dirname(directory)
+        self._make_dirs(parent, durable)
         try:
-            directory.mkdir()
+            os.mkdir(directory)
         except FileExistsError:
             return
         if durable:
-            _fsync_dir(directory.parent)
+            _fsync_dir(parent)
 
     def _write(self, key: str, fill: Callable[[BinaryIO], None]) -> None:
         path = self._path(key)
-        self._make_dirs(path.parent)
+        self._make_dirs(str(path.parent))
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as f:
@@ -141,7 +142,7 @@ class LocalBlobStore(BlobStore):
                 yield path.name
 
 
-def _fsync_dir(directory: Path) -> None:
+def _fsync_dir(directory: Path | str) -> None:
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)  # the rename itself must survive a crash

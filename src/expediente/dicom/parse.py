@@ -4,6 +4,7 @@ offset and length are read from its element header, so frames can be range-read 
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 from collections.abc import Callable
@@ -75,7 +76,8 @@ def _parse(source: _Source, size: int) -> Header:
         raise NotDicom("falta la sintaxis de transferencia (0002,0010) en la cabecera del archivo")
     if not valid_uid(syntax):
         raise NotDicom(f"la sintaxis de transferencia no es un UID válido: {syntax[:70]!r}")
-    if not UID(syntax).is_transfer_syntax:  # its byte order and VR encoding are unknown
+    encoding = _encoding(syntax)
+    if encoding is None:  # its byte order and VR encoding are unknown
         raise NotDicom(f"sintaxis de transferencia desconocida: {syntax[:70]}")
     for keyword in REQUIRED_UIDS:
         value = values.get(keyword, "")
@@ -85,7 +87,7 @@ def _parse(source: _Source, size: int) -> Header:
             raise NotDicom(f"{keyword} no es un UID válido: {value[:70]!r}")
     if media_uid and media_uid != values["SOPInstanceUID"]:
         raise NotDicom("el SOPInstanceUID del conjunto de datos no coincide con el de la cabecera del archivo")
-    offset, length = _pixel_value(source, pixel_at if pixel_at is not None else size, size, UID(syntax))
+    offset, length = _pixel_value(source, pixel_at if pixel_at is not None else size, size, encoding)
     frames = values.get("NumberOfFrames", "1")
     return Header(values, items, syntax, offset, length, max(int(frames), 1) if frames.isdigit() else 1, size)
 
@@ -141,21 +143,38 @@ def _parse_with_pydicom(f: BinaryIO) -> tuple[dict[str, str], dict[str, list[dic
     return values, items, syntax, media_uid, pixel_at
 
 
-def _pixel_value(source: _Source, at: int, size: int, syntax: UID) -> tuple[int | None, int | None]:
+@dataclass(frozen=True, slots=True)
+class _Encoding:
+    little: bool
+    implicit: bool
+    deflated: bool
+
+
+@functools.lru_cache(maxsize=64)
+def _encoding(syntax: str) -> _Encoding | None:
+    """How a transfer syntax encodes the data set; None when it is not a known one. Asked once
+    a syntax: pydicom's UID builds and validates an object on each use."""
+    uid = UID(syntax)
+    if not uid.is_transfer_syntax:
+        return None
+    return _Encoding(uid.is_little_endian, uid.is_implicit_VR, uid.is_deflated)
+
+
+def _pixel_value(source: _Source, at: int, size: int, syntax: _Encoding) -> tuple[int | None, int | None]:
     """Offset and length of the Pixel Data value, checking the file holds all of it."""
     if at >= size:
         return None, None
-    if syntax.is_deflated:
+    if syntax.deflated:
         return None, None  # the dataset is compressed as a whole: no byte offsets
     head = source.read(at, 12)
-    little = syntax.is_little_endian
+    little = syntax.little
     tag_format = "<HH" if little else ">HH"
     if len(head) < 8:
         raise NotDicom("el archivo está truncado en el elemento Pixel Data")
     group, element = struct.unpack(tag_format, head[:4])
     if (group, element) != (0x7FE0, 0x0010):
         return None, None  # something after the pixels' place but no Pixel Data
-    if syntax.is_implicit_VR:
+    if syntax.implicit:
         (length,), value_at = struct.unpack("<I" if little else ">I", head[4:8]), at + 8
     elif head[4:6] in _LONG_VR:
         if len(head) < 12:
