@@ -127,13 +127,13 @@ def test_a_file_that_cannot_be_flushed_is_refused_and_takes_its_index_rows_back(
     monkeypatch.setattr(os, "fdatasync", failing_disk)
     monkeypatch.setattr(fs_flush, "_SYNCFS", failing_syncfs)
     other = archive.ingest.begin_file(origin=ORIGIN) if arriving else None
-    assert archive.ingest.receiving() == (1 if arriving else 0)
+    assert archive.ingest.in_flight() == (1 if arriving else 0)
     with pytest.raises(Refused) as refused:
         archive.store_file(ct_slice(sop_uid="1.2.3.10.2", study_uid="1.2.3.10", series_uid="1.2.3.10.0", number=2), origin=ORIGIN)
     monkeypatch.undo()
     if other is not None:
         other.abort()
-    assert archive.ingest.receiving() == 0
+    assert archive.ingest.in_flight() == 0
     assert refused.value.status == OUT_OF_RESOURCES and "no se pudo guardar" in refused.value.reason
     assert _rows(services) == before_rows and _blobs(services) == before_blobs
     assert _counts(services, "1.2.3.10") == (1, 1)

@@ -97,15 +97,15 @@ class Ingest:
         self._known_series: dict[str, str] = {}
         # SQLite: the hot path's index rows go straight to the driver (db/engine.py).
         self._driver_writes = DriverWrites(engine) if is_sqlite(engine) else None
-        self._receiving = 0  # receipts begun and not yet finished or aborted, in this process
-        self._receiving_lock = threading.Lock()
+        self._in_flight = 0  # instances begun and not yet stored or refused, in this process
+        self._in_flight_lock = threading.Lock()
 
     def count_receipt(self, change: int) -> None:
-        with self._receiving_lock:
-            self._receiving += change
+        with self._in_flight_lock:
+            self._in_flight += change
 
-    def receiving(self) -> int:
-        return self._receiving
+    def in_flight(self) -> int:
+        return self._in_flight
 
     # ------------------------------------------------------------------ receiving
 
@@ -300,8 +300,7 @@ class Receipt:
         leave an index row whose file never arrived; nothing was acknowledged, and when the
         sender sends again the duplicate check sees the file missing and stores it anew."""
         ingest = self._ingest
-        alone = ingest.receiving() <= 1
-        self._uncount()
+        alone = ingest.in_flight() <= 1
         try:
             # The last buffered bytes are written by the flush, unless the file must be read first.
             header = parse_header(self._spooled.path, self._size, self._head, before_reading=self._spooled.end)
@@ -335,6 +334,7 @@ class Receipt:
         except BaseException:
             self.abort()
             raise
+        self._uncount()
         ingest._stored(stored)
         return stored
 
