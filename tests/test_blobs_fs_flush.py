@@ -74,3 +74,66 @@ def test_a_failed_flush_fails_its_waiters_and_the_next_one_succeeds(tmp_path, mo
         flush.flush()
     assert failed.value.errno == 5
     flush.flush()
+
+
+class FileRecordingSyncfs:
+    """Stands in for the syscall in several processes: appends each flush's begin and end
+    (CLOCK_MONOTONIC is one clock for the whole machine) to a shared file."""
+
+    def __init__(self, path, seconds: float = 0.01):
+        self.path = path
+        self.seconds = seconds
+
+    def __call__(self, fd: int) -> int:
+        begun = time.monotonic()
+        time.sleep(self.seconds)
+        with open(self.path, "a") as f:
+            f.write(f"{begun} {time.monotonic()}\n")
+        return 0
+
+
+def _calls_in_a_process(directory, out_path) -> None:
+    """Four threads of one process, five flushes each; the calls' times go to ``out_path``."""
+    flush = FileSystemFlush(directory)
+    calls, lock = [], threading.Lock()
+
+    def caller() -> None:
+        for _ in range(5):
+            called = time.monotonic()
+            flush.flush()
+            with lock:
+                calls.append((called, time.monotonic()))
+
+    threads = [threading.Thread(target=caller) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with open(out_path, "a") as f:
+        f.writelines(f"{a} {b}\n" for a, b in calls)
+
+
+def test_processes_share_flushes_through_the_state_file(tmp_path, monkeypatch):
+    """Two processes flushing the same store: one flush at a time among them, every call
+    covered by a flush begun after it, and fewer flushes than calls (they serve each other)."""
+    import multiprocessing
+
+    flushes, calls = tmp_path / "flushes.txt", tmp_path / "calls.txt"
+    monkeypatch.setattr(fs_flush, "_SYNCFS", FileRecordingSyncfs(flushes))  # inherited by the forks
+    store = tmp_path / "store"
+    store.mkdir()
+    context = multiprocessing.get_context("fork")
+    procs = [context.Process(target=_calls_in_a_process, args=(store, calls)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    done = [tuple(map(float, line.split())) for line in calls.read_text().splitlines()]
+    ran = sorted(tuple(map(float, line.split())) for line in flushes.read_text().splitlines())
+    assert len(done) == 40
+    for called, returned in done:
+        assert any(called <= begun and ended <= returned for begun, ended in ran), (called, returned)
+    assert all(a[1] <= b[0] for a, b in zip(ran, ran[1:]))  # never two at once, across processes
+    assert len(ran) < 40
+    assert (store / fs_flush.STATE_FILE).exists()
