@@ -36,6 +36,26 @@ class RecordingSyncfs:
         return 0
 
 
+def _flush_from_threads(flush: FileSystemFlush, threads: int, each: int = 5) -> list[tuple[float, float]]:
+    """``threads`` callers flushing ``each`` times at once: (called, returned) of every call."""
+    calls: list[tuple[float, float]] = []
+    lock = threading.Lock()
+
+    def caller() -> None:
+        for _ in range(each):
+            called = time.monotonic()
+            flush.flush()
+            with lock:
+                calls.append((called, time.monotonic()))
+
+    running = [threading.Thread(target=caller) for _ in range(threads)]
+    for t in running:
+        t.start()
+    for t in running:
+        t.join()
+    return calls
+
+
 def test_the_real_syncfs_flushes(tmp_path):
     FileSystemFlush(tmp_path).flush()  # the syscall itself, on this machine's file system
 
@@ -43,22 +63,7 @@ def test_the_real_syncfs_flushes(tmp_path):
 def test_every_caller_waits_for_a_flush_begun_after_its_call(tmp_path, monkeypatch):
     fake = RecordingSyncfs()
     monkeypatch.setattr(fs_flush, "_SYNCFS", fake)
-    flush = FileSystemFlush(tmp_path)
-    calls: list[tuple[float, float]] = []
-    lock = threading.Lock()
-
-    def caller() -> None:
-        for _ in range(5):
-            called = time.monotonic()
-            flush.flush()
-            with lock:
-                calls.append((called, time.monotonic()))
-
-    threads = [threading.Thread(target=caller) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    calls = _flush_from_threads(FileSystemFlush(tmp_path), threads=8)
     assert len(calls) == 40
     for called, returned in calls:
         assert any(called <= begun and ended <= returned for begun, ended in fake.flushes), (called, returned)
@@ -94,21 +99,7 @@ class FileRecordingSyncfs:
 
 def _calls_in_a_process(directory, out_path) -> None:
     """Four threads of one process, five flushes each; the calls' times go to ``out_path``."""
-    flush = FileSystemFlush(directory)
-    calls, lock = [], threading.Lock()
-
-    def caller() -> None:
-        for _ in range(5):
-            called = time.monotonic()
-            flush.flush()
-            with lock:
-                calls.append((called, time.monotonic()))
-
-    threads = [threading.Thread(target=caller) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    calls = _flush_from_threads(FileSystemFlush(directory), threads=4)
     with open(out_path, "a") as f:
         f.writelines(f"{a} {b}\n" for a, b in calls)
 

@@ -27,7 +27,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
 from expediente.blobs.spool import SpoolFile
 from expediente.db.engine import DriverWrites, is_sqlite, write_transaction
-from expediente.db.prepared import prepare
+from expediente.db.prepared import Prepared, prepare
 from expediente.db.schema import dicom_instance, dicom_item, dicom_series, dicom_study, dicom_study_name
 from expediente.dicom import sequences
 from expediente.dicom.parse import Header, NotDicom, parse_header, valid_uid
@@ -166,14 +166,14 @@ class Ingest:
         if known and self._driver_writes is not None and self._index_known(row, at):
             return Stored(SUCCESS, sop_class, sop_uid, study_uid, series_uid, key)
         with write_transaction(self.engine) as conn:
-            if not prepare(conn.dialect, _insert_ignoring(conn.dialect.name, dicom_instance), tuple(row)).run(conn, row):
+            if not _insert_instance(conn.dialect, row).run(conn, row):
                 return self._duplicate(conn, row)
             new_study = new_series = False
             if not known:
                 new_study = _upsert_study(conn, header, origin, at)
                 new_series = _upsert_series(conn, header)
-            prepare(conn.dialect, _COUNT_SERIES).run(conn, {"b_series": series_uid})
-            prepare(conn.dialect, _COUNT_STUDY).run(conn, {"b_study": study_uid, "b_new_series": int(new_series), "b_at": at})
+            for statement, params in _counts(conn.dialect, row, at, new_series):
+                statement.run(conn, params)
             if new_series:
                 _add_modality(conn, study_uid, header.text("Modality"))
         if len(self._known_series) > 4096:
@@ -186,15 +186,14 @@ class Ingest:
         two counts, prepared statements on a driver connection. False, with nothing written,
         when the SOP Instance UID is already indexed (the full path decides)."""
         dialect = self.engine.dialect
-        insert = prepare(dialect, _insert_ignoring(dialect.name, dicom_instance), tuple(row))
-        series, study = prepare(dialect, _COUNT_SERIES), prepare(dialect, _COUNT_STUDY)
+        insert = _insert_instance(dialect, row)
         try:
             with self._driver_writes.transaction() as cursor:
                 cursor.execute(insert.sql, insert.args(row))
                 if cursor.rowcount != 1:
                     raise _AlreadyIndexed
-                cursor.execute(series.sql, series.args({"b_series": row["series_uid"]}))
-                cursor.execute(study.sql, study.args({"b_study": row["study_uid"], "b_new_series": 0, "b_at": at}))
+                for statement, params in _counts(dialect, row, at, new_series=False):
+                    cursor.execute(statement.sql, statement.args(params))
         except _AlreadyIndexed:
             return False
         return True
@@ -450,6 +449,20 @@ _INSERT_IGNORING: dict[tuple[str, str], sa.Insert] = {}
 
 class _AlreadyIndexed(Exception):
     pass
+
+
+def _insert_instance(dialect: sa.Dialect, row: dict) -> Prepared:
+    """The instance's index row, skipped (row count 0) when its SOP Instance UID exists."""
+    return prepare(dialect, _insert_ignoring(dialect.name, dicom_instance), tuple(row))
+
+
+def _counts(dialect: sa.Dialect, row: dict, at: datetime, new_series: bool) -> tuple[tuple[Prepared, dict], ...]:
+    """The series' and the study's counts for one more instance: what every stored instance runs
+    after its row, on whichever connection wrote it."""
+    return (
+        (prepare(dialect, _COUNT_SERIES), {"b_series": row["series_uid"]}),
+        (prepare(dialect, _COUNT_STUDY), {"b_study": row["study_uid"], "b_new_series": int(new_series), "b_at": at}),
+    )
 
 
 def _insert_ignoring(dialect_name: str, table: sa.Table) -> sa.Insert:
